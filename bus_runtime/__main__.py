@@ -1,0 +1,7 @@
+"""`python -m bus_runtime` is the `natstopo` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

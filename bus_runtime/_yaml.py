@@ -1,0 +1,221 @@
+"""YAML to plain data, remembering where every key and value stands in the file.
+
+PyYAML keeps the last of two equal keys silently; this loader refuses them. Data is
+built from the composed node tree (libyaml's parser when available), and the tree is
+kept, so any key path can be mapped back to the line and column of its key or value
+when an error needs it: nothing is paid for locations while a file is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ._errors import TopologyError
+
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+Path = tuple[str | int, ...]
+_STR = "tag:yaml.org,2002:str"
+
+
+class _Loader(_Base):  # type: ignore[valid-type,misc]
+    """The safe loader with implicit-tag resolution memoised: topology files repeat
+    the same scalars (`explicit`, `30s`, service names) thousands of times."""
+
+    _resolved: dict[tuple[Any, str, Any], str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        try:
+            key = (kind, value, implicit)
+            return self._resolved[key]
+        except KeyError:
+            tag: str = super().resolve(kind, value, implicit)
+            if len(self._resolved) < 100_000:
+                self._resolved[key] = tag
+            return tag
+        except TypeError:  # unhashable `implicit`
+            result: str = super().resolve(kind, value, implicit)
+            return result
+
+
+@dataclass
+class Locations:
+    """Maps key paths to 1-based (line, column) of their key or value, on demand."""
+
+    file: str
+    root: yaml.Node | None = None
+    _cache: dict[tuple[Path, bool], tuple[int, int] | None] = field(default_factory=dict)
+
+    def _find(self, path: Path, key: bool) -> tuple[int, int] | None:
+        cached = self._cache.get((path, key), False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        node = self.root
+        found: tuple[int, int] | None = None
+        for i, part in enumerate(path):
+            if isinstance(node, yaml.MappingNode):
+                nxt = None
+                for k, v in node.value:
+                    if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                        nxt = (k, v)
+                if nxt is None:
+                    node = None
+                    break
+                if key and i == len(path) - 1:
+                    found = _mark(nxt[0])
+                    break
+                node = nxt[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                node = node.value[part] if 0 <= part < len(node.value) else None
+            else:
+                node = None
+                break
+        if found is None and node is not None:
+            found = _mark(node)
+        self._cache[(path, key)] = found
+        return found
+
+    def of_value(self, path: Path) -> tuple[int, int]:
+        """The value's place; falls back to the nearest enclosing place that is known."""
+        p = tuple(path)
+        while True:
+            found = self._find(p, False)
+            if found is not None:
+                return found
+            if not p:
+                return (1, 1)
+            p = p[:-1]
+
+    def of_key(self, path: Path) -> tuple[int, int]:
+        """The key's place (for unknown or misspelt keys); falls back to the value's."""
+        p = tuple(path)
+        if p:
+            found = self._find(p, True)
+            if found is not None:
+                return found
+        return self.of_value(p)
+
+    def error(self, path: Path, message: str, *, at_key: bool = False) -> TopologyError:
+        line, col = self.of_key(path) if at_key else self.of_value(path)
+        return TopologyError(self.file, line, col, dotted(path), message)
+
+
+def dotted(path: Path) -> str:
+    """`streams.ORDERS.topics.order.created` style; list indexes as `[2]`."""
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class _Builder:
+    def __init__(self, loader: yaml.SafeLoader, locs: Locations) -> None:
+        self.loader = loader
+        self.locs = locs
+        self.errors: list[TopologyError] = []
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _STR:
+                return node.value
+            return self.loader.construct_object(node, deep=True)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        if any(k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value):
+            try:
+                self.loader.flatten_mapping(node)  # resolves `<<` merge keys
+            except yaml.MarkedYAMLError as exc:
+                line, col = _mark(node)
+                self.errors.append(
+                    TopologyError(self.locs.file, line, col, dotted(path), str(exc.problem))
+                )
+                return {}
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR:
+                key: Any = key_node.value
+            else:
+                key = self.loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                kline, kcol = _mark(key_node)
+                self.errors.append(
+                    TopologyError(
+                        self.locs.file,
+                        kline,
+                        kcol,
+                        dotted(path),
+                        f"key {key!r} must be a string; quote it (YAML reads unquoted "
+                        "on/off/yes/no as booleans and digits as numbers)",
+                    )
+                )
+                key = str(key)
+            if key in out:
+                kline, kcol = _mark(key_node)
+                fl, fc = self.locs.of_key((*path, key))
+                self.errors.append(
+                    TopologyError(
+                        self.locs.file,
+                        kline,
+                        kcol,
+                        dotted((*path, key)),
+                        f"duplicate key `{key}` (first defined at line {fl}, column {fc}); "
+                        "YAML would silently keep only the last one",
+                    )
+                )
+                continue
+            out[key] = self.build(value_node, (*path, key))
+        return out
+
+
+def _syntax_error(file: str, exc: yaml.MarkedYAMLError) -> TopologyError:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = exc.problem or "invalid YAML"
+    if exc.context:
+        problem = f"{exc.context}: {problem}"
+    if "expected a single document" in problem or "but found another document" in problem:
+        problem = "the file holds several YAML documents (`---`); a topology is one document"
+    return TopologyError(file, line, col, "", f"YAML syntax error: {problem}")
+
+
+def load_yaml(text: str, file: str) -> tuple[Any, Locations, list[TopologyError]]:
+    """Parse one YAML document into plain data, its locations and any errors found.
+
+    Syntax errors, several documents and duplicate keys come back as errors, never raised.
+    """
+    locs = Locations(file)
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            return None, locs, [_syntax_error(file, exc)]
+        except yaml.YAMLError as exc:
+            return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {exc}")]
+        if node is None:
+            return None, locs, []
+        locs.root = node
+        builder = _Builder(loader, locs)
+        try:
+            data = builder.build(node, ())
+        except yaml.MarkedYAMLError as exc:
+            return None, locs, [_syntax_error(file, exc)]
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:
+            return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {exc}")]
+        return data, locs, builder.errors
+    finally:
+        loader.dispose()
