@@ -140,7 +140,8 @@ class NatsServer:
             "jetstream {",
             f'  store_dir: "{self.store_dir}"',
             "  max_memory_store: 256MB",
-            "  max_file_store: 2GB",
+            # Accounting only: streams reserve their max_bytes; the tests write little.
+            "  max_file_store: 1TB",
             "}",
         ]
         if self.cluster_port is not None:
