@@ -9,10 +9,12 @@ the environment's `defaults`, the stream's (or consumer's) own fields, the envir
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from functools import cache
@@ -159,6 +161,34 @@ def parse_topology(
     all_environments: bool = False,
 ) -> tuple[Topology | None, list[TopologyError]]:
     """Validate topology text (see `check_topology`); `base_dir` resolves schema paths."""
+    with _gc_paused():
+        return _parse(text, file, base_dir, environment, all_environments)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a topology is built.
+
+    Loading allocates hundreds of thousands of long-lived, acyclic objects (YAML nodes,
+    dicts); the collector would rescan them again and again (measured: 2/3 of the time
+    for a 10,000-topic file). Nothing built here forms cycles that need it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(
+    text: str,
+    file: str,
+    base_dir: Path | None,
+    environment: str | None,
+    all_environments: bool,
+) -> tuple[Topology | None, list[TopologyError]]:
     data, locs, errors = load_yaml(text, file)
     if errors and data is None:
         # Syntax errors stop here; duplicate keys are reported with everything else.

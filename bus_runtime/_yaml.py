@@ -46,36 +46,36 @@ class Locations:
 
     file: str
     root: yaml.Node | None = None
-    _cache: dict[tuple[Path, bool], tuple[int, int] | None] = field(default_factory=dict)
+    _index: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = field(default_factory=dict)
+
+    def _children(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """Key -> (key node, value node) of one mapping, indexed on first use."""
+        index = self._index.get(id(node))
+        if index is None:
+            index = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode):
+                    index.setdefault(k.value, (k, v))
+            self._index[id(node)] = index
+        return index
 
     def _find(self, path: Path, key: bool) -> tuple[int, int] | None:
-        cached = self._cache.get((path, key), False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
         node = self.root
-        found: tuple[int, int] | None = None
         for i, part in enumerate(path):
             if isinstance(node, yaml.MappingNode):
-                nxt = None
-                for k, v in node.value:
-                    if isinstance(k, yaml.ScalarNode) and k.value == str(part):
-                        nxt = (k, v)
-                if nxt is None:
-                    node = None
-                    break
+                pair = self._children(node).get(str(part))
+                if pair is None:
+                    return None
                 if key and i == len(path) - 1:
-                    found = _mark(nxt[0])
-                    break
-                node = nxt[1]
+                    return _mark(pair[0])
+                node = pair[1]
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-                node = node.value[part] if 0 <= part < len(node.value) else None
+                if not 0 <= part < len(node.value):
+                    return None
+                node = node.value[part]
             else:
-                node = None
-                break
-        if found is None and node is not None:
-            found = _mark(node)
-        self._cache[(path, key)] = found
-        return found
+                return None
+        return _mark(node) if node is not None else None
 
     def of_value(self, path: Path) -> tuple[int, int]:
         """The value's place; falls back to the nearest enclosing place that is known."""
