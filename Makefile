@@ -9,16 +9,22 @@ EXTRA_SERVER_VERSIONS ?= 2.10.26
 ENV ?= local
 TOPOLOGY ?= topology/topology.yaml
 
-.PHONY: setup servers local test test-fast lint typecheck bench clean
+.PHONY: setup servers local test test-fast lint typecheck bench clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # A stamp keyed on pyproject.toml: re-install only when the pins change.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev,infra]"
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,infra]"
 	touch $@
+
+# Re-pin every transitive dependency to what is installed now (after changing pyproject).
+constraints: | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev,infra]"
+	( echo "# Exact versions that CI and the README's commands install (pip -c). Refresh: make constraints"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e" ) > constraints.txt
 
 setup: $(VENV)/.installed servers
 
