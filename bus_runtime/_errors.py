@@ -25,6 +25,7 @@ class TopologyError(BusError):
         column: 1-based column.
         path: Dotted key path, e.g. `streams.ORDERS.retention`.
         message: What is wrong, what was expected, and a suggestion where one exists.
+        severity: `error` (the file is refused) or `warning` (valid, but likely a mistake).
     """
 
     file: str
@@ -32,10 +33,11 @@ class TopologyError(BusError):
     column: int
     path: str
     message: str
+    severity: str = "error"
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}:{self.column}: error: {where}{self.message}"
+        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {where}{self.message}"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -44,6 +46,7 @@ class TopologyError(BusError):
             "column": self.column,
             "path": self.path,
             "message": self.message,
+            "severity": self.severity,
         }
 
 
@@ -74,3 +77,93 @@ class PayloadValidationError(SetupError):
         self.path = tuple(path)
         where = "/".join(str(p) for p in self.path) or "(root)"
         super().__init__(f"payload of topic `{topic}` fails its schema at {where}: {message}")
+
+
+class ConnectError(BusError):
+    """No connection to any of the given NATS servers; the message is one line with the reason."""
+
+    def __init__(self, servers: Sequence[str], reason: str) -> None:
+        self.servers = tuple(servers)
+        self.reason = reason
+        super().__init__(f"cannot connect to {', '.join(self.servers)}: {reason}")
+
+
+class ReconcileError(BusError):
+    """The JetStream API refused or failed a request of plan, apply or import.
+
+    Attributes:
+        err_code: The server's `err_code` (e.g. 10065), or None when the failure was not
+            an API error (a timeout, no JetStream).
+    """
+
+    def __init__(self, message: str, err_code: int | None = None) -> None:
+        self.err_code = err_code
+        super().__init__(message)
+
+
+class UnsupportedFeatureError(ReconcileError):
+    """The topology sets a field whose feature the connected server does not have.
+
+    Attributes:
+        field: The topology field, e.g. `streams.EVENTS.allow_msg_ttl`.
+        feature: What the field needs, e.g. `per-message TTL`.
+        version: The first server version with the feature, e.g. `2.11.0`.
+        server_version: The connected server's version.
+    """
+
+    def __init__(self, field: str, feature: str, version: str, server_version: str) -> None:
+        self.field = field
+        self.feature = feature
+        self.version = version
+        self.server_version = server_version
+        super().__init__(
+            f"`{field}` needs {feature}, which nats-server {version} brings; "
+            f"the server runs {server_version}"
+        )
+
+
+class ChangesRefusedError(ReconcileError):
+    """Apply found replace or destructive steps and `allow_destructive` was not given.
+
+    Nothing was changed. `steps` holds the one-line description of every refused step.
+    """
+
+    def __init__(self, steps: Sequence[str]) -> None:
+        self.steps = tuple(steps)
+        super().__init__(
+            f"refusing {len(self.steps)} replace or destructive step(s) without "
+            "--allow-destructive; nothing was changed:\n  " + "\n  ".join(self.steps)
+        )
+
+
+class InvalidEnvelopeError(BusError):
+    """A received message body is not an event envelope of the topic it arrived on.
+
+    Attributes:
+        reason: A short machine-readable reason (`not-json`, `missing-field`, `schema` ...).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class StartupCheckError(SetupError):
+    """The server's streams or consumers differ from what the topology declares.
+
+    Attributes:
+        differences: One line per differing stream, consumer or field.
+    """
+
+    def __init__(self, service: str, differences: Sequence[str]) -> None:
+        self.service = service
+        self.differences = tuple(differences)
+        lines = "\n  ".join(self.differences)
+        super().__init__(
+            f"service `{service}`: the server differs from the topology; refusing to start "
+            f"(apply the topology with `natstopo apply`, or pass startup_check='warn'):\n  {lines}"
+        )
+
+
+class BusClosedError(BusError):
+    """The bus is not started, or is stopping or stopped."""

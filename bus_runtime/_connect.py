@@ -1,0 +1,226 @@
+"""Connection options for NATS, from command-line flags or the environment, and `connect`.
+
+One place for servers, user/password, token, credentials file, nkey seed and TLS, used by
+the reconciler's commands and by the runtime. A failed connection is one `ConnectError`
+line (`cannot connect to nats://127.0.0.1:4333: connection refused`), after trying each
+server a bounded number of times: a command never hangs in a reconnect loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import nats
+from nats.aio.client import Client
+from nats.errors import AuthorizationError, NoServersError
+from nats.errors import Error as NatsError
+
+from ._errors import ConnectError
+
+DEFAULT_SERVER = "nats://127.0.0.1:4222"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+# Environment variables, as the `nats` CLI and the NATS docs name them.
+ENV_URL = "NATS_URL"
+ENV_USER = "NATS_USER"
+ENV_PASSWORD = "NATS_PASSWORD"
+ENV_TOKEN = "NATS_TOKEN"
+ENV_CREDS = "NATS_CREDS"
+ENV_NKEY = "NATS_NKEY"
+ENV_CA = "NATS_CA"
+ENV_CERT = "NATS_CERT"
+ENV_KEY = "NATS_KEY"
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach and authenticate to NATS.
+
+    Attributes:
+        servers: Server URLs; the client picks one and fails over to the others.
+        user: User name (with `password`).
+        password: Password of `user`.
+        token: Authentication token.
+        creds: Path of a `.creds` file (JWT and nkey seed).
+        nkey_seed: Path of an nkey seed file.
+        tls_ca: CA certificate file to verify the server.
+        tls_cert: Client certificate file (mutual TLS, with `tls_key`).
+        tls_key: Client private key file.
+        connect_timeout: Seconds to wait for each connection attempt.
+        max_reconnect_attempts: Attempts per server before giving up (first connect too).
+        name: Client name shown in the server's connection list.
+    """
+
+    servers: tuple[str, ...] = (DEFAULT_SERVER,)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    creds: str | None = None
+    nkey_seed: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    max_reconnect_attempts: int = 2
+    name: str = "natstopo"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ConnectOptions:
+        """Options from `NATS_URL`, `NATS_USER`, ... with `overrides` (not None) winning."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {
+            "servers": split_servers(env.get(ENV_URL) or DEFAULT_SERVER),
+            "user": env.get(ENV_USER) or None,
+            "password": env.get(ENV_PASSWORD) or None,
+            "token": env.get(ENV_TOKEN) or None,
+            "creds": env.get(ENV_CREDS) or None,
+            "nkey_seed": env.get(ENV_NKEY) or None,
+            "tls_ca": env.get(ENV_CA) or None,
+            "tls_cert": env.get(ENV_CERT) or None,
+            "tls_key": env.get(ENV_KEY) or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values["servers"], str):
+            values["servers"] = split_servers(values["servers"])
+        return cls(**values)  # type: ignore[arg-type]
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """An SSL context when any TLS option is set, else None (plain or tls:// URLs)."""
+        if not (self.tls_ca or self.tls_cert or self.tls_key):
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca)
+        if self.tls_cert:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        return ctx
+
+
+def split_servers(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Server URLs from a comma-separated string or a list (each item may hold commas)."""
+    items = [value] if isinstance(value, str) else list(value)
+    out = [s.strip() for item in items for s in item.split(",") if s.strip()]
+    return tuple(u if "://" in u else f"nats://{u}" for u in out)
+
+
+def add_connect_args(p: argparse.ArgumentParser) -> None:
+    """`--server` and the authentication and TLS flags (each falls back to its NATS_* variable)."""
+    g = p.add_argument_group("connection (flags win over NATS_URL, NATS_USER, ... variables)")
+    g.add_argument(
+        "-s",
+        "--server",
+        dest="servers",
+        action="append",
+        default=None,
+        metavar="URL",
+        help=f"NATS server URL, repeatable or comma-separated (default: ${ENV_URL}, else {DEFAULT_SERVER})",
+    )
+    g.add_argument("--user", default=None, help=f"user name (${ENV_USER})")
+    g.add_argument("--password", default=None, help=f"password (${ENV_PASSWORD})")
+    g.add_argument("--token", default=None, help=f"authentication token (${ENV_TOKEN})")
+    g.add_argument("--creds", default=None, metavar="FILE", help=f"credentials file (${ENV_CREDS})")
+    g.add_argument("--nkey", default=None, metavar="FILE", help=f"nkey seed file (${ENV_NKEY})")
+    g.add_argument("--tls-ca", default=None, metavar="FILE", help=f"CA certificate (${ENV_CA})")
+    g.add_argument(
+        "--tls-cert", default=None, metavar="FILE", help=f"client certificate (${ENV_CERT})"
+    )
+    g.add_argument("--tls-key", default=None, metavar="FILE", help=f"client key (${ENV_KEY})")
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds per connection attempt (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+
+
+def options_from_args(
+    args: argparse.Namespace, env: Mapping[str, str] | None = None
+) -> ConnectOptions:
+    """ConnectOptions from the flags of `add_connect_args`, falling back to the environment."""
+    return ConnectOptions.from_env(
+        env,
+        servers=split_servers(args.servers) if args.servers else None,
+        user=args.user,
+        password=args.password,
+        token=args.token,
+        creds=args.creds,
+        nkey_seed=args.nkey,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        connect_timeout=args.connect_timeout,
+    )
+
+
+def _reason(exc: BaseException | None, timeout: float) -> str:
+    """A short, human reason for a failed connection attempt."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(exc, socket.gaierror):
+            return f"unknown host ({exc.strerror or exc})"
+        if isinstance(exc, AuthorizationError):
+            return "authorization failed (check user/password, token or credentials)"
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS handshake failed: {exc.reason or exc}"
+        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+            return f"no answer within {timeout:g}s"
+        if isinstance(exc, OSError) and exc.strerror:
+            return exc.strerror.lower()
+        if isinstance(exc, NatsError) and not isinstance(exc, NoServersError):
+            text = str(exc).removeprefix("nats: ").strip()
+            if text:
+                return text
+        exc = exc.__cause__ or exc.__context__
+    return "no server answered"
+
+
+async def connect(options: ConnectOptions | None = None) -> Client:
+    """A connected NATS client.
+
+    Raises:
+        ConnectError: No server could be reached or authentication failed; one line.
+    """
+    options = options or ConnectOptions.from_env()
+    errors: list[BaseException] = []
+
+    async def on_error(exc: Exception) -> None:
+        # nats-py would log each failed attempt with a traceback; keep them for the message.
+        errors.append(exc)
+
+    kwargs: dict[str, object] = {
+        "servers": list(options.servers),
+        "name": options.name,
+        "connect_timeout": options.connect_timeout,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": options.max_reconnect_attempts,
+        "reconnect_time_wait": 0.2,
+        "error_cb": on_error,
+    }
+    if options.user is not None:
+        kwargs["user"] = options.user
+        kwargs["password"] = options.password or ""
+    if options.token is not None:
+        kwargs["token"] = options.token
+    if options.creds is not None:
+        kwargs["user_credentials"] = options.creds
+    if options.nkey_seed is not None:
+        kwargs["nkeys_seed"] = options.nkey_seed
+    try:
+        tls = options.tls_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectError(options.servers, f"cannot load TLS files: {exc}") from exc
+    if tls is not None:
+        kwargs["tls"] = tls
+    try:
+        return await nats.connect(**kwargs)  # type: ignore[arg-type]
+    except (TimeoutError, OSError, NatsError) as exc:
+        last = errors[-1] if errors else exc
+        raise ConnectError(options.servers, _reason(last, options.connect_timeout)) from exc
