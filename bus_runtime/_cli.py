@@ -46,9 +46,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     file = args.file or default_topology_path()
     topology, errors = check_topology(file, args.env, all_environments=args.env is None)
     if args.format == "json":
-        out = {
+        out: dict[str, object] = {
             "valid": not errors,
             "errors": [e.to_dict() for e in errors],
+            "warnings": [w.to_dict() for w in (topology.warnings if topology else ())],
         }
         if topology is not None and not errors:
             out["summary"] = {
@@ -69,6 +70,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"{file}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return EXIT_ERROR
     assert topology is not None
+    for w in topology.warnings:
+        print(w, file=sys.stderr)
     envs = (
         f"env {topology.environment}"
         if topology.environment

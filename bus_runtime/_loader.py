@@ -10,6 +10,7 @@ the environment's `defaults`, the stream's (or consumer's) own fields, the envir
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -264,6 +265,7 @@ class _Checker:
     locs: Locations
     base_dir: Path
     errors: list[TopologyError] = field(default_factory=list)
+    warnings: list[TopologyError] = field(default_factory=list)
     # Key paths whose value the schema already refused: not parsed again.
     bad_paths: set[KeyPath] = field(default_factory=set)
     _schemas: dict[str, tuple[Mapping[str, Any] | None, str | None]] = field(default_factory=dict)
@@ -271,6 +273,10 @@ class _Checker:
     # -- helpers ---------------------------------------------------------------------
     def err(self, path: KeyPath, message: str, *, at_key: bool = False) -> None:
         self.errors.append(self.locs.error(path, message, at_key=at_key))
+
+    def warn(self, path: KeyPath, message: str, *, at_key: bool = False) -> None:
+        e = self.locs.error(path, message, at_key=at_key)
+        self.warnings.append(dataclasses.replace(e, severity="warning"))
 
     def mapping(self, *path: str) -> dict[str, Any]:
         node: Any = self.data
@@ -669,6 +675,7 @@ class _Checker:
             services=services,
             streams=tuple(built),
             environments=tuple(self.environment_names()),
+            warnings=tuple(sorted(set(self.warnings))),
             description=self.data.get("description")
             if isinstance(self.data.get("description"), str)
             else None,
@@ -770,6 +777,14 @@ class _Checker:
         ]
         if values["retention"] == "workqueue":
             self._check_workqueue(sname, consumers, [x[0] for x in subjects])
+        self._warn_unconsumed(sname, values["retention"], topics, consumers)
+        if consumers and not isinstance(values["dead_letter"], str):
+            self.warn(
+                spath,
+                f"stream `{sname}` has consumers but no `dead_letter`: a message that exhausts "
+                "max_deliver stays in the stream, undelivered, and bus_runtime can only log it",
+                at_key=True,
+            )
         kwargs = {k: values[k] for k in STREAM_FIELD_TO_API}
         for k, default in BUILTIN_STREAM.items():
             if kwargs[k] is None:
@@ -786,6 +801,31 @@ class _Checker:
             location=Location(self.locs.file, line, col),
             **kwargs,
         )
+
+    def _warn_unconsumed(
+        self, sname: str, retention: Any, topics: list[Topic], consumers: list[Consumer]
+    ) -> None:
+        if retention not in ("interest", "workqueue"):
+            return
+        if any(not c.filter_subjects for c in consumers):
+            return  # an unfiltered consumer takes every subject
+        index: SubjectIndex[str] = SubjectIndex()
+        for c in consumers:
+            for f in c.filter_subjects:
+                index.add(f, c.name)
+        for t in topics:
+            if next(index.overlapping(t.subject), None) is None:
+                effect = (
+                    "the server drops its events at once (interest retention keeps a message "
+                    "only while a consumer's filter takes it)"
+                    if retention == "interest"
+                    else "its jobs pile up unprocessed"
+                )
+                self.warn(
+                    ("streams", sname, "topics", t.name),
+                    f"no consumer of {retention} stream `{sname}` takes topic `{t.name}`: {effect}",
+                    at_key=True,
+                )
 
     def _check_stream_limits(self, sname: str, ss: dict[str, _Setting], v: dict[str, Any]) -> None:
         spath: KeyPath = ("streams", sname)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import SetupError, TopicNotDeclaredError
+from ._errors import SetupError, TopicNotDeclaredError, TopologyError
 from ._subjects import subject_matches
 
 # Fields of the topology that map 1:1 to a JetStream stream config key.
@@ -291,6 +291,8 @@ class Topology:
         services: Declared services.
         streams: Streams in file order.
         source: The topology file.
+        warnings: Valid but likely mistakes, found while loading (e.g. a topic nobody consumes on
+            an interest stream, where the server would drop its events).
     """
 
     name: str
@@ -301,6 +303,7 @@ class Topology:
     description: str | None = None
     version: int = 1
     source: Path | None = field(default=None, compare=False, hash=False)
+    warnings: tuple[TopologyError, ...] = field(default=(), compare=False, hash=False, repr=False)
 
     # -- lookups ---------------------------------------------------------------------
     def stream(self, name: str) -> Stream:
