@@ -127,12 +127,26 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR:
                 return node.value
-            return self.loader.construct_object(node, deep=True)
+            return self._construct(node)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        return self._construct(node)
+
+    def _construct(self, node: yaml.Node) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError:
+            raise
+        except Exception as exc:
+            # An explicit tag on a value it cannot read (`!!int many`, `!!timestamp x`):
+            # PyYAML's constructors then raise ValueError, AttributeError and the like.
+            value = repr(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {value} as {tag} ({exc})", node.start_mark
+            ) from exc
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         if any(k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value):
@@ -149,20 +163,23 @@ class _Builder:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR:
                 key: Any = key_node.value
             else:
-                key = self.loader.construct_object(key_node, deep=True)
+                key = self._construct(key_node)
             if not isinstance(key, str):
+                # Go on with the key as written (`yes`, not `True`), so that later errors
+                # about it can be located.
+                written = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key)
                 kline, kcol = _mark(key_node)
                 self.errors.append(
                     TopologyError(
                         self.locs.file,
                         kline,
                         kcol,
-                        dotted(path),
+                        dotted((*path, written)),
                         f"key {key!r} must be a string; quote it (YAML reads unquoted "
                         "on/off/yes/no as booleans and digits as numbers)",
                     )
                 )
-                key = str(key)
+                key = written
             if key in out:
                 kline, kcol = _mark(key_node)
                 fl, fc = self.locs.of_key((*path, key))
@@ -181,9 +198,14 @@ class _Builder:
         return out
 
 
-def _syntax_error(file: str, exc: yaml.MarkedYAMLError) -> TopologyError:
+def _syntax_error(file: str, exc: yaml.MarkedYAMLError, text: str) -> TopologyError:
     mark = exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    lines = text.splitlines() or [""]
+    if line > len(lines):
+        # The parser's mark is at the end of the input, past the last line break: name
+        # the end of the last line instead, a place that exists in the file.
+        line, col = len(lines), len(lines[-1]) + 1
     problem = exc.problem or "invalid YAML"
     if exc.context:
         problem = f"{exc.context}: {problem}"
@@ -203,7 +225,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, Locations, list[TopologyError]
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            return None, locs, [_syntax_error(file, exc)]
+            return None, locs, [_syntax_error(file, exc, text)]
         except yaml.YAMLError as exc:
             return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {exc}")]
         if node is None:
@@ -213,7 +235,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, Locations, list[TopologyError]
         try:
             data = builder.build(node, ())
         except yaml.MarkedYAMLError as exc:
-            return None, locs, [_syntax_error(file, exc)]
+            return None, locs, [_syntax_error(file, exc, text)]
         except (yaml.YAMLError, ValueError, RecursionError) as exc:
             return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {exc}")]
         return data, locs, builder.errors
