@@ -18,6 +18,7 @@ from ._errors import TopologyError
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Path = tuple[str | int, ...]
 _STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 class _Loader(_Base):  # type: ignore[valid-type,misc]
@@ -149,7 +150,8 @@ class _Builder:
             ) from exc
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
-        if any(k.tag == "tag:yaml.org,2002:merge" for k, _ in node.value):
+        if any(k.tag == _MERGE for k, _ in node.value):
+            own = [(k, v) for k, v in node.value if k.tag != _MERGE]
             try:
                 self.loader.flatten_mapping(node)  # resolves `<<` merge keys
             except yaml.MarkedYAMLError as exc:
@@ -158,6 +160,7 @@ class _Builder:
                     TopologyError(self.locs.file, line, col, dotted(path), str(exc.problem))
                 )
                 return {}
+            _drop_overridden(node, own)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _STR:
@@ -196,6 +199,26 @@ class _Builder:
                 continue
             out[key] = self.build(value_node, (*path, key))
         return out
+
+
+def _drop_overridden(node: yaml.MappingNode, own: list[tuple[yaml.Node, yaml.Node]]) -> None:
+    """Keep only the pairs of a flattened mapping that take effect.
+
+    After `flatten_mapping`, the merged pairs come first (the first-listed mapping's last)
+    and the mapping's own pairs after them. YAML's merge lets the own keys override merged
+    ones, and an earlier-listed mapping override a later one: that is not a duplicate key.
+    Dropping the overridden pairs keeps the data and the locations in agreement.
+    """
+    merged = node.value[: len(node.value) - len(own)]
+    taken = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
+    kept: list[tuple[yaml.Node, yaml.Node]] = []
+    for k, v in reversed(merged):
+        if isinstance(k, yaml.ScalarNode):
+            if k.value in taken:
+                continue
+            taken.add(k.value)
+        kept.append((k, v))
+    node.value = [*reversed(kept), *own]
 
 
 def _syntax_error(file: str, exc: yaml.MarkedYAMLError, text: str) -> TopologyError:
