@@ -602,9 +602,8 @@ class _Checker:
         v = setting.value
         try:
             if key == "backoff":
-                if not isinstance(v, list):
-                    return None
-                return tuple(self._parse_each(v, setting.path))
+                delays = self._parse_each(v, setting.path) if isinstance(v, list) else None
+                return tuple(delays) if delays is not None else None
             if key in DURATION_FIELDS:
                 return parse_duration(v)
             if key in SIZE_FIELDS:
@@ -620,17 +619,17 @@ class _Checker:
             )
         return v
 
-    def _parse_each(self, items: list[Any], path: KeyPath | None) -> list[int]:
+    def _parse_each(self, items: list[Any], path: KeyPath | None) -> list[int] | None:
+        """Each delay parsed; None when one is bad (each bad one reported once, at itself)."""
         out = []
         for i, item in enumerate(items):
             try:
                 out.append(parse_duration(item))
             except UnitError as exc:
-                if path is not None:
+                if path is not None and (*path, i) not in self.bad_paths:
                     self.bad_paths.add((*path, i))
                     self.err((*path, i), str(exc))
-                raise UnitError("bad backoff") from exc
-        return out
+        return out if len(out) == len(items) else None
 
     def _where(self, setting: _Setting | None, fallback: KeyPath) -> KeyPath:
         return setting.path if setting is not None and setting.path is not None else fallback
