@@ -93,9 +93,22 @@ def topology_schema() -> dict[str, Any]:
     return schema
 
 
+def _is_integer(_checker: object, instance: object) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# JSON Schema counts 3.0 as an integer; the server's Go structs refuse `"num_replicas": 3.0`,
+# so a float never passes for an integer here.
+_StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # untyped upstream
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 @cache
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(topology_schema())
+    validator: Draft202012Validator = _StrictValidator(topology_schema())
+    return validator
 
 
 @cache
