@@ -347,8 +347,12 @@ class _Checker:
             expected = e.validator_value
             if isinstance(expected, list):
                 expected = " or ".join(expected)
-            got = type(e.instance).__name__ if e.instance is not None else "nothing (null)"
-            self.err(path, f"expected {_article(str(expected))}, got {got} ({e.instance!r})")
+            got = (
+                f"{type(e.instance).__name__} ({e.instance!r})"
+                if e.instance is not None
+                else "nothing (null)"
+            )
+            self.err(path, f"expected {_article(str(expected))}, got {got}")
         elif kind == "pattern":
             self.err(path, self._pattern_message(leaf, e))
         elif kind in ("minimum", "maximum"):
