@@ -4,16 +4,23 @@ Application code publishes and consumes only what the topology declares. The pub
 is what `__all__` lists; everything else lives in `_`-prefixed modules.
 """
 
+from ._bus import NATSEventBus, create_event_bus
+from ._envelope import EventPayload, new_event_id
 from ._errors import (
+    BusClosedError,
     BusError,
+    InvalidEnvelopeError,
     PayloadValidationError,
     SetupError,
+    StartupCheckError,
     TopicNotDeclaredError,
     TopologyError,
     TopologyValidationError,
 )
 from ._loader import check_topology, load_topology, topology_schema
+from ._memory import MemoryBroker, MemoryEventBus
 from ._model import Consumer, Service, Stream, Topic, Topology
+from ._observe import BusMetrics
 from ._units import format_duration, format_size, parse_duration, parse_size
 
 __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
@@ -38,4 +45,15 @@ __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
     "format_size",
     "parse_duration",
     "parse_size",
+    # the event bus
+    "BusClosedError",
+    "BusMetrics",
+    "EventPayload",
+    "InvalidEnvelopeError",
+    "MemoryBroker",
+    "MemoryEventBus",
+    "NATSEventBus",
+    "StartupCheckError",
+    "create_event_bus",
+    "new_event_id",
 ]

@@ -1,0 +1,378 @@
+"""MemoryEventBus: the NATS bus's semantics in one process, for application tests.
+
+Same refusals (undeclared topic, not a publisher, schema, no consumer), same envelope and
+headers, same consumer settings: each declared consumer of a stream gets every message of
+its topics; a handler that raises is redelivered after the consumer's backoff (multiplied
+by `time_scale`, so a test can run a `[1m, 5m]` backoff in milliseconds) until
+`max_deliver`; the last failure, or a body that is not a valid envelope, goes to the
+stream's dead-letter stream with the same headers as on NATS; `Nats-Msg-Id` deduplicates
+within the stream's duplicate window. Several buses (services) share one `MemoryBroker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._bus import (
+    Handler,
+    dead_letter_headers,
+    resolve_topology,
+    retry_delay,
+)
+from ._envelope import MSG_ID_HEADER, ConsumedTopics, EventPayload, ServiceBinding
+from ._errors import BusClosedError, BusError, InvalidEnvelopeError, SetupError
+from ._model import Consumer, Topology
+from ._observe import ACKED, DEAD_LETTERED, LEFT, RETRIED, BusMetrics, log_fields, logger
+
+DEFAULT_DUPLICATE_WINDOW = 120.0
+
+
+@dataclass
+class StoredMessage:
+    """A message kept by a `MemoryBroker` stream.
+
+    Attributes:
+        stream: The stream's name.
+        seq: Its sequence in the stream (from 1).
+        subject: The subject it was published on.
+        data: The body.
+        headers: The headers.
+    """
+
+    stream: str
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _MemConsumer:
+    """One durable consumer: messages waiting, delivery counts, attached handlers."""
+
+    def __init__(self, broker: MemoryBroker, consumer: Consumer) -> None:
+        self.broker = broker
+        self.consumer = consumer
+        self.ready: deque[StoredMessage] = deque()
+        self.deliveries: dict[int, int] = {}
+        self.timers: dict[int, asyncio.TimerHandle] = {}
+        self.running = 0
+        self.wakeup: asyncio.Event | None = None
+
+    def offer(self, msg: StoredMessage) -> None:
+        self.ready.append(msg)
+        if self.wakeup is not None:
+            self.wakeup.set()
+
+    def redeliver_later(self, msg: StoredMessage, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            self.timers.pop(msg.seq, None)
+            self.offer(msg)
+
+        self.timers[msg.seq] = loop.call_later(delay * self.broker.time_scale, due)
+
+    @property
+    def idle(self) -> bool:
+        return not self.ready and not self.timers and self.running == 0
+
+
+class MemoryBroker:
+    """The streams and durable consumers of one topology, kept in this process.
+
+    Args:
+        topology: The (effective) topology.
+        time_scale: Multiplies every backoff delay (0.001 runs a minute in 60 ms).
+    """
+
+    def __init__(self, topology: Topology, time_scale: float = 1.0) -> None:
+        self.topology = topology
+        self.time_scale = time_scale
+        self.streams: dict[str, list[StoredMessage]] = {s.name: [] for s in topology.streams}
+        self._dedup: dict[str, dict[str, tuple[int, float]]] = {
+            s.name: {} for s in topology.streams
+        }
+        self._seq: dict[str, int] = dict.fromkeys(self.streams, 0)
+        self.consumers: dict[tuple[str, str], _MemConsumer] = {
+            (c.stream, c.name): _MemConsumer(self, c) for c in topology.consumers
+        }
+
+    def store(self, stream_name: str, subject: str, data: bytes, headers: dict[str, str]) -> int:
+        """Store a message (deduplicated by `Nats-Msg-Id`); its sequence."""
+        stream = self.topology.stream(stream_name)
+        now = time.monotonic()
+        msg_id = headers.get(MSG_ID_HEADER)
+        window = (
+            (stream.duplicate_window / 1e9) if stream.duplicate_window else DEFAULT_DUPLICATE_WINDOW
+        )
+        if msg_id:
+            seen = self._dedup[stream_name].get(msg_id)
+            if seen is not None and now - seen[1] < window:
+                return seen[0]
+        self._seq[stream_name] += 1
+        seq = self._seq[stream_name]
+        msg = StoredMessage(stream_name, seq, subject, data, dict(headers))
+        self.streams[stream_name].append(msg)
+        if msg_id:
+            self._dedup[stream_name][msg_id] = (seq, now)
+        for c in stream.consumers:
+            if not c.filter_subjects or any(_matches(f, subject) for f in c.filter_subjects):
+                self.consumers[(stream_name, c.name)].offer(msg)
+        return seq
+
+    def messages(self, stream: str) -> list[StoredMessage]:
+        """Every message stored in `stream`, oldest first (acked ones included)."""
+        return list(self.streams[stream])
+
+    def dead_letters(self, stream: str | None = None) -> list[StoredMessage]:
+        """The dead letters: messages of every dead-letter stream (or of `stream`)."""
+        names = (
+            [stream] if stream else [s.name for s in self.topology.streams if s.dead_letter_sources]
+        )
+        return [m for n in names for m in self.streams[n]]
+
+    @property
+    def idle(self) -> bool:
+        """No message waits for delivery, a redelivery, or a running handler."""
+        return all(c.idle for c in self.consumers.values())
+
+
+def _matches(pattern: str, subject: str) -> bool:
+    from ._subjects import subject_matches
+
+    return subject_matches(pattern, subject)
+
+
+class MemoryEventBus:
+    """The event bus of one service, in memory (see the module's docstring).
+
+    Args:
+        topology: The topology file or a loaded `Topology`.
+        service: The service this bus publishes and consumes for.
+        environment: The environment whose overrides apply.
+        broker: Share one between the buses of several services; a new one by default.
+        time_scale: For a new broker: multiplies backoff delays.
+        metrics: A `BusMetrics`.
+        stop_timeout: Seconds `stop` waits for running handlers.
+    """
+
+    def __init__(
+        self,
+        *,
+        topology: Topology | str | os.PathLike[str] | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        broker: MemoryBroker | None = None,
+        time_scale: float = 1.0,
+        metrics: BusMetrics | None = None,
+        stop_timeout: float = 30.0,
+        **_ignored: Any,
+    ) -> None:
+        if topology is None and broker is not None:
+            topology = broker.topology
+        if topology is None or service is None:
+            raise SetupError("MemoryEventBus needs `topology` and `service`")
+        self.topology = resolve_topology(topology, environment)
+        self.service = service
+        self.binding = ServiceBinding(self.topology, service)
+        self.broker = broker or MemoryBroker(self.topology, time_scale)
+        self.metrics = metrics or BusMetrics()
+        self.stop_timeout = stop_timeout
+        self._handlers: dict[str, dict[str, Handler]] = {}
+        self._topics: dict[str, ConsumedTopics] = {}
+        self._workers: dict[str, list[asyncio.Task[None]]] = {}
+        self._state = "new"
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise BusClosedError(f"start() called on a bus that is {self._state}")
+        self._state = "started"
+        for name in self._handlers:
+            self._start_workers(name)
+
+    async def stop(self) -> None:
+        """Stop taking messages; running handlers finish (unstarted ones stay queued)."""
+        if self._state != "started":
+            self._state = "stopped"
+            return
+        self._state = "stopping"
+        for (_s, name), mc in self.broker.consumers.items():
+            if name in self._workers and mc.wakeup is not None:
+                mc.wakeup.set()
+        tasks = [t for ts in self._workers.values() for t in ts]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
+            for t in pending:
+                t.cancel()
+        self._state = "stopped"
+
+    async def __aenter__(self) -> MemoryEventBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def settle(self, within: float = 10.0) -> None:
+        """Wait until every message was handled, retried to the end or dead-lettered."""
+        deadline = time.monotonic() + within
+        while not self.broker.idle:
+            if time.monotonic() > deadline:
+                raise TimeoutError("messages still pending in the memory broker")
+            await asyncio.sleep(0.005)
+
+    # -- publishing
+    def _require_started(self) -> None:
+        if self._state != "started":
+            raise BusClosedError(f"the bus is {self._state}: call `await bus.start()` first")
+
+    async def publish(
+        self, topic: str, payload: EventPayload, *, tokens: Sequence[str] = ()
+    ) -> bool:
+        """As `NATSEventBus.publish`: refusals raise; True once stored."""
+        target, subject, body, headers = self.binding.prepare(topic, payload, tuple(tokens))
+        self._require_started()
+        self.broker.store(target.stream, subject, body, headers)
+        self.metrics.published(topic, True, 0.0, 1)
+        return True
+
+    async def publish_many(
+        self, topic: str, payloads: Iterable[EventPayload], *, tokens: Sequence[str] = ()
+    ) -> list[bool]:
+        tok = tuple(tokens)
+        prepared = [self.binding.prepare(topic, p, tok) for p in payloads]
+        self._require_started()
+        for target, subject, body, headers in prepared:
+            self.broker.store(target.stream, subject, body, headers)
+            self.metrics.published(topic, True, 0.0, 1)
+        return [True] * len(prepared)
+
+    # -- consuming
+    async def subscribe(self, topic: str, handler: Handler) -> None:
+        """As `NATSEventBus.subscribe`."""
+        consumer = self.binding.consumer_for(topic)
+        handlers = self._handlers.setdefault(consumer.name, {})
+        if topic in handlers:
+            raise SetupError(f"topic `{topic}` already has a handler on this bus")
+        handlers[topic] = handler
+        if consumer.name not in self._topics:
+            self._topics[consumer.name] = ConsumedTopics(self.binding, consumer)
+        if self._state in ("stopping", "stopped"):
+            raise BusClosedError(f"the bus is {self._state}")
+        if self._state == "started":
+            self._start_workers(consumer.name)
+
+    def _start_workers(self, name: str) -> None:
+        if name in self._workers:
+            return
+        mc = next(m for (_s, n), m in self.broker.consumers.items() if n == name)
+        mc.wakeup = mc.wakeup or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._workers[name] = [
+            loop.create_task(self._work(mc)) for _ in range(max(1, mc.consumer.concurrency))
+        ]
+
+    async def _work(self, mc: _MemConsumer) -> None:
+        assert mc.wakeup is not None
+        while self._state == "started":
+            if not mc.ready:
+                mc.wakeup.clear()
+                await mc.wakeup.wait()
+                continue
+            msg = mc.ready.popleft()
+            mc.running += 1
+            try:
+                await self._handle(mc, msg)
+            finally:
+                mc.running -= 1
+            await asyncio.sleep(0)
+
+    async def _handle(self, mc: _MemConsumer, msg: StoredMessage) -> None:
+        consumer = mc.consumer
+        n = mc.deliveries.get(msg.seq, 0) + 1
+        mc.deliveries[msg.seq] = n
+        max_deliver = consumer.max_deliver if consumer.max_deliver is not None else -1
+        try:
+            topic, payload = self._topics[consumer.name].decode(msg.subject, msg.data)
+        except InvalidEnvelopeError as exc:
+            self._dead_letter(mc, msg, n, exc.reason, str(exc), msg.subject)
+            return
+        handler = self._handlers[consumer.name].get(topic.name)
+        started = time.perf_counter()
+        try:
+            if handler is None:
+                raise BusError(f"no handler subscribed for topic `{topic.name}`")
+            await handler(topic.name, payload)
+        except Exception as exc:
+            elapsed = time.perf_counter() - started
+            error = f"{type(exc).__name__}: {exc}"
+            if 0 < max_deliver <= n:
+                logger.error(
+                    "handler of %s failed on the last allowed delivery (%d of %d): %s",
+                    topic.name,
+                    n,
+                    max_deliver,
+                    error,
+                    extra=log_fields(event_id=payload.event_id, topic=topic.name, num_delivered=n),
+                )
+                self._dead_letter(mc, msg, n, "handler-failed", error, topic.name, elapsed)
+            else:
+                mc.redeliver_later(msg, retry_delay(consumer, n))
+                self.metrics.handled(topic.name, consumer.name, RETRIED, elapsed)
+            return
+        mc.deliveries.pop(msg.seq, None)
+        self.metrics.handled(topic.name, consumer.name, ACKED, time.perf_counter() - started)
+
+    def _dead_letter(
+        self,
+        mc: _MemConsumer,
+        msg: StoredMessage,
+        n: int,
+        reason: str,
+        error: str,
+        topic: str,
+        elapsed: float = 0.0,
+    ) -> None:
+        consumer = mc.consumer
+        stream = self.topology.stream(consumer.stream)
+        mc.deliveries.pop(msg.seq, None)
+        if stream.dead_letter is None:
+            logger.error(
+                "message seq %d of %s failed (%s) and the stream declares no dead_letter: "
+                "left in the stream",
+                msg.seq,
+                stream.name,
+                error,
+            )
+            self.metrics.handled(topic, consumer.name, LEFT, elapsed)
+            return
+        dl = self.topology.stream(stream.dead_letter)
+        headers = dead_letter_headers(
+            msg.headers,
+            stream=stream.name,
+            consumer=consumer.name,
+            subject=msg.subject,
+            seq=msg.seq,
+            deliveries=n,
+            reason=reason,
+            error=error,
+        )
+        self.broker.store(
+            dl.name, dl.dead_letter_subject(stream.name, msg.subject), msg.data, headers
+        )
+        self.metrics.dead_lettered(stream.name, consumer.name, reason)
+        self.metrics.handled(topic, consumer.name, DEAD_LETTERED, elapsed)
+        logger.warning(
+            "dead-lettered seq %d of %s after %d deliveries (%s): %s",
+            msg.seq,
+            stream.name,
+            n,
+            reason,
+            error,
+        )

@@ -1,0 +1,1 @@
+"""Optional adapters of bus_runtime to other libraries (each needs its extra installed)."""
