@@ -249,10 +249,26 @@ def _parse(
     else:
         topology = checker.build(environment)
         if all_environments and environment is None:
+            base = set(checker.errors)
             for env in envs:
+                start = len(checker.errors)
                 checker.build(env)
+                checker.errors[start:] = [
+                    _in_environment(e, env) for e in checker.errors[start:] if e not in base
+                ]
     all_errors = sorted(set(errors + checker.errors))
     return (None if all_errors else topology), all_errors
+
+
+def _in_environment(error: TopologyError, env: str) -> TopologyError:
+    """An error that only `env`'s overrides cause names the environment, unless its path does.
+
+    (A base `duplicate_window: 2m` is fine until dev sets `max_age: 1m`: the error is at
+    the base key, and without this the reader would look for a 1m max_age there.)
+    """
+    if error.path == f"environments.{env}" or error.path.startswith(f"environments.{env}."):
+        return error
+    return dataclasses.replace(error, message=f"{error.message} (in environment `{env}`)")
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
