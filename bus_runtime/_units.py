@@ -9,6 +9,7 @@ the topology's own units (`7d`, not `604800000000000`).
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 NS = 1
 US = 1_000
@@ -87,10 +88,15 @@ def parse_duration(value: object) -> int:
             f"'{value}' is not a duration: expected a number and a unit "
             f"(ns, us, ms, s, m, h, d, w), e.g. 500ms, 30s, 1h30m, 7d{hint}"
         )
-    total = 0.0
+    total: int | Fraction = 0
     for number, unit in _DURATION_PART.findall(text):
-        total += float(number) * _DURATION_UNITS[unit]
+        # Exact arithmetic: with floats, `400d1ns` lost its 1ns (beyond 2**53 ns, 104 days).
+        total += _exact(number) * _DURATION_UNITS[unit]
     return round(total)
+
+
+def _exact(number: str) -> int | Fraction:
+    return Fraction(number) if "." in number else int(number)
 
 
 def format_duration(ns: int | None) -> str:
@@ -139,7 +145,7 @@ def parse_size(value: object) -> int:
             f"'{value}' is not a size: expected a number of bytes or a number with a unit "
             "(KB, MB, GB, TB for powers of 1000; KiB, MiB, GiB, TiB for powers of 1024)"
         )
-    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+    return int(_exact(m.group(1)) * _SIZE_UNITS[unit])  # exact: with floats 1.005KB was 1004
 
 
 def format_size(n: int | None) -> str:
