@@ -50,6 +50,7 @@ from ._units import (
     SECOND,
     UnitError,
     format_duration,
+    format_size,
     parse_duration,
     parse_size,
 )
@@ -423,18 +424,24 @@ class _Checker:
 
     def _pattern_message(self, leaf: str, e: ValidationError) -> str:
         value = e.instance
-        if leaf in DURATION_FIELDS or (
-            isinstance(e.absolute_path[-1] if e.absolute_path else None, int)
-        ):
+        in_backoff = len(e.absolute_path) >= 2 and e.absolute_path[-2] == "backoff"
+        if leaf in DURATION_FIELDS or in_backoff:
             try:
-                parse_duration(value)
+                ns = parse_duration(value)
             except UnitError as exc:
                 return str(exc)
+            # The parser is more lenient than the schema (spaces around it).
+            return f"{value!r} is not written as a duration (did you mean '{format_duration(ns)}'?)"
         if leaf in SIZE_FIELDS:
             try:
-                parse_size(value)
+                size = parse_size(value)
             except UnitError as exc:
                 return str(exc)
+            # The parser is more lenient than the schema (`1k`, `1Kb`).
+            return (
+                f"{value!r} is not written as a size: units are KB, MB, GB, TB (powers of 1000) "
+                f"and KiB, MiB, GiB, TiB (powers of 1024) (did you mean '{format_size(size)}'?)"
+            )
         if leaf in ("service", "publishers") or (
             e.absolute_path and len(e.absolute_path) >= 2 and e.absolute_path[-2] == "publishers"
         ):
