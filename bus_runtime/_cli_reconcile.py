@@ -77,6 +77,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 plan,
                 allow_destructive=args.allow_destructive,
                 progress=lambda line: print(line, flush=True),
+                concurrency=args.concurrency,
             )
         except ChangesRefusedError as exc:
             print(plan.to_text())
@@ -128,6 +129,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--allow-destructive",
         action="store_true",
         help="carry out replaces (delete and recreate), deletes and lowered limits",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="streams (each with its consumers) applied at once (default 1: the file's order)",
     )
     p.set_defaults(func=cmd_apply)
 

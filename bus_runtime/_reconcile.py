@@ -1007,6 +1007,7 @@ async def apply_plan(
     plan: Plan,
     allow_destructive: bool = False,
     progress: Callable[[str], None] | None = None,
+    concurrency: int = 1,
 ) -> ApplyResult:
     """Carry out `plan`: streams before their consumers, a replace as delete then create.
 
@@ -1015,6 +1016,8 @@ async def apply_plan(
         plan: A plan from `plan_changes`, applied as it is (no re-read).
         allow_destructive: Needed for any replace, delete or lowered limit.
         progress: Called with one line per asset done (`+ stream X created (0.02s)`).
+        concurrency: Streams (each with its consumers) worked on at once. 1 keeps the
+            file's order, which matters when a subject moves from one stream to another.
 
     Raises:
         ChangesRefusedError: Replace or destructive steps without `allow_destructive`;
@@ -1035,28 +1038,52 @@ async def apply_plan(
     replaced_streams = {
         c.stream for c in plan.changes if c.kind == "stream" and c.action == "replace"
     }
-    for change in plan.changes:
-        if not change.pending:
-            continue
-        if (
-            change.kind == "consumer"
-            and change.action == "delete"
-            and change.stream in replaced_streams
-        ):
-            continue  # gone with its stream
-        t0 = time.perf_counter()
-        try:
-            await _apply_one(api, change)
-        except ReconcileError as exc:
-            done = len(result.steps)
-            raise ReconcileError(
-                f"{change.kind} {change.name}: {change.action} failed after {done} step(s) done: {exc}",
-                err_code=exc.err_code,
-            ) from exc
-        step = AppliedStep(change, time.perf_counter() - t0)
-        result.steps.append(step)
-        if progress is not None:
-            progress(step.line())
+    steps = [
+        c
+        for c in plan.changes
+        if c.pending
+        # A consumer deleted with its replaced stream needs no step of its own.
+        and not (c.kind == "consumer" and c.action == "delete" and c.stream in replaced_streams)
+    ]
+    # Stream deletes first (they free subjects), then one group per declared stream:
+    # its consumer deletes, the stream, its consumers, in that order.
+    first = [c for c in steps if c.kind == "stream" and c.action == "delete"]
+    groups: dict[str, list[Change]] = {}
+    first_ids = {id(c) for c in first}
+    for c in steps:
+        if id(c) not in first_ids:
+            groups.setdefault(c.stream, []).append(c)
+    failures: list[ReconcileError] = []
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def run(group: list[Change]) -> None:
+        async with sem:
+            for change in group:
+                if failures:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    await _apply_one(api, change)
+                except ReconcileError as exc:
+                    failures.append(
+                        ReconcileError(
+                            f"{change.kind} {change.name}: {change.action} failed "
+                            f"({len(result.steps)} step(s) done before): {exc}",
+                            err_code=exc.err_code,
+                        )
+                    )
+                    failures[-1].__cause__ = exc
+                    return
+                step = AppliedStep(change, time.perf_counter() - t0)
+                result.steps.append(step)
+                if progress is not None:
+                    progress(step.line())
+
+    await asyncio.gather(*(run([c]) for c in first))
+    if not failures:
+        await asyncio.gather(*(run(g) for g in groups.values()))
+    if failures:
+        raise failures[0]
     result.seconds = time.perf_counter() - started
     return result
 
@@ -1087,6 +1114,7 @@ async def reconcile_async(
     apply: bool = True,
     allow_destructive: bool = False,
     progress: Callable[[str], None] | None = None,
+    concurrency: int = 1,
 ) -> ApplyResult:
     """Connect, plan, apply (unless `apply` is False: the result then has no steps), close."""
     nc = await connect(options)
@@ -1094,7 +1122,13 @@ async def reconcile_async(
         plan = await plan_changes(nc, topology)
         if not apply:
             return ApplyResult(plan, seconds=plan.seconds)
-        return await apply_plan(nc, plan, allow_destructive=allow_destructive, progress=progress)
+        return await apply_plan(
+            nc,
+            plan,
+            allow_destructive=allow_destructive,
+            progress=progress,
+            concurrency=concurrency,
+        )
     finally:
         await nc.close()
 
@@ -1106,6 +1140,7 @@ def reconcile(
     apply: bool = True,
     allow_destructive: bool = False,
     progress: Callable[[str], None] | None = None,
+    concurrency: int = 1,
 ) -> ApplyResult:
     """Blocking plan-and-apply for callers without an event loop (the Pulumi provider).
 
@@ -1121,6 +1156,11 @@ def reconcile(
     )
     return asyncio.run(
         reconcile_async(
-            options, topology, apply=apply, allow_destructive=allow_destructive, progress=progress
+            options,
+            topology,
+            apply=apply,
+            allow_destructive=allow_destructive,
+            progress=progress,
+            concurrency=concurrency,
         )
     )

@@ -30,7 +30,13 @@ from nats.js.client import JetStreamContext
 from ._errors import ReconcileError
 from ._loader import parse_topology
 from ._model import CONSUMER_FIELD_TO_API, DURATION_FIELDS, SIZE_FIELDS, STREAM_FIELD_TO_API
-from ._reconcile import MARK_SERVICE, MARK_TOPOLOGY, JetStreamApi, _user_metadata
+from ._reconcile import (
+    MARK_SERVICE,
+    MARK_TOPOLOGY,
+    JetStreamApi,
+    _read_consumers,
+    _user_metadata,
+)
 from ._units import MINUTE, SECOND, format_duration, format_size
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -173,6 +179,32 @@ def _consumer_settings(cfg: dict[str, Any], stream_replicas: int) -> dict[str, A
     return out
 
 
+def _unclash(layout: dict[str, tuple[str, list[str], list[str]]]) -> None:
+    """Make topic names unique across streams by moving prefix tokens into them.
+
+    Streams S0 (`p0.s0.t0.created`) and S1 (`p1.s1.t0.created`) both give topic
+    `t0.created` under prefixes `p0.s0` and `p1.s1`; one token less in each prefix gives
+    `s0.t0.created` and `s1.t0.created`. A prefix keeps at least one token; whatever
+    still clashes is left out by the caller.
+    """
+    while True:
+        owners: dict[str, set[str]] = {}
+        for sname, (_, topics, _) in layout.items():
+            for t in topics:
+                owners.setdefault(t, set()).add(sname)
+        clashing = {s for names in owners.values() if len(names) > 1 for s in names}
+        moved = False
+        for sname in clashing:
+            prefix, topics, origins = layout[sname]
+            toks = prefix.split(".")
+            if origins or len(toks) < 2:
+                continue  # a dead-letter prefix is fixed by its derived subjects
+            layout[sname] = (".".join(toks[:-1]), [f"{toks[-1]}.{t}" for t in topics], origins)
+            moved = True
+        if not moved:
+            return
+
+
 async def import_topology(
     js_or_nc: Client | JetStreamContext | JetStreamApi,
     *,
@@ -245,6 +277,7 @@ async def import_topology(
                 f"stream {sname}: receives dead letters of {lost[0]}, which was left out"
             )
             del layout[sname]
+    _unclash(layout)
     seen: dict[str, str] = {}
     for sname, (_, topics, _) in list(layout.items()):
         clash = next((t for t in topics if t in seen), None)
@@ -262,7 +295,7 @@ async def import_topology(
             dead_letter_of.setdefault(o, sname)
 
     # -- the document
-    consumer_lists = {n: await api.list_consumers(n) for n in layout}
+    consumer_lists = await _read_consumers(api, list(layout))
     services: dict[str, dict[str, Any]] = {}
     streams_doc: dict[str, Any] = {}
     n_consumers = 0

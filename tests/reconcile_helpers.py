@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from bus_runtime._model import Topology
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "topology" / "topology.yaml"
+sys.path.insert(0, str(REPO / "benchmarks"))  # generate_topology, for scale cases
 
 # A small topology: a limits stream with two consumers, a work-queue stream with one.
 SHOP = """\

@@ -382,6 +382,18 @@ async def test_import_round_trip_plan_is_empty(nc_each: Client, tmp_path: Any) -
     assert not plan.has_changes, plan.to_text()
 
 
+async def test_import_of_generated_topology_keeps_topic_names_unique(nc: Client) -> None:
+    from generate_topology import generate
+
+    topology = topology_from_text(generate(5, 3, 2), "generated.yaml")
+    await converge(nc, topology)
+    imported = await import_topology(nc)
+    assert imported.skipped == [] and imported.consumers == 10
+    again = topology_from_text(imported.text, "imported.yaml")
+    assert "s3.t1.created" in {t.name for t in again.topics}
+    assert not (await plan_changes(nc, again)).has_changes
+
+
 async def test_import_of_unmanaged_streams(nc: Client) -> None:
     await api(nc, "STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["shop.orders.*"]})
     await api(
