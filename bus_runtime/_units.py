@@ -149,15 +149,26 @@ def parse_size(value: object) -> int:
 
 
 def format_size(n: int | None) -> str:
-    """A size in the largest binary unit that divides it exactly (`5GiB`), else bytes."""
+    """A size in the unit that divides it exactly with the smallest count (`5GiB`, `1TB`)."""
     if n is None:
         return "-"
     if n < 0:
         return "unlimited"
-    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    for unit, size in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
+    exact = [(n // size, unit) for unit, size in _FORMAT_SIZE_UNITS if n >= size and n % size == 0]
+    if exact:
+        # The smallest count: 1TB, not 976562500KiB (10**12 is a multiple of 1024 too).
+        count, unit = min(exact, key=lambda c: c[0])
+        return f"{count}{unit}"
     return f"{n}B"
+
+
+_FORMAT_SIZE_UNITS = (
+    ("TiB", 1024**4),
+    ("GiB", 1024**3),
+    ("MiB", 1024**2),
+    ("KiB", 1024),
+    ("TB", 1000**4),
+    ("GB", 1000**3),
+    ("MB", 1000**2),
+    ("KB", 1000),
+)
