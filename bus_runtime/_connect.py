@@ -175,7 +175,9 @@ def _reason(exc: BaseException | None, timeout: float) -> str:
         if isinstance(exc, OSError) and exc.strerror:
             return exc.strerror.lower()
         if isinstance(exc, NatsError) and not isinstance(exc, NoServersError):
-            text = str(exc).removeprefix("nats: ").strip()
+            text = str(exc).removeprefix("nats: ").strip().strip("'")
+            if "authorization violation" in text.lower():
+                return "authorization failed (check user/password, token or credentials)"
             if text:
                 return text
         exc = exc.__cause__ or exc.__context__

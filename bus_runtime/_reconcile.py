@@ -321,7 +321,8 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return any(c.pending for c in self.changes)
+        """Something to do, or a declared asset owned by another topology (a conflict)."""
+        return any(c.pending or c.conflict for c in self.changes)
 
     @property
     def refused_without_flag(self) -> bool:
@@ -348,8 +349,11 @@ class Plan:
             f"{n['create']} to create, {n['update']} to update, {n['replace']} to replace, "
             f"{n['delete']} to delete"
         )
-        if n["unmanaged"]:
-            text += f"; {n['unmanaged']} unmanaged left alone"
+        conflicts = len(self.conflicts)
+        if n["unmanaged"] - conflicts:
+            text += f"; {n['unmanaged'] - conflicts} unmanaged left alone"
+        if conflicts:
+            text += f"; {conflicts} declared but owned by another topology (apply refuses)"
         if self.refused_without_flag:
             text += "; replace/destructive steps need --allow-destructive"
         return text

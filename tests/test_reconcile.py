@@ -110,6 +110,23 @@ async def test_apply_shipped_then_drift_edit_restore(nc_each: Client) -> None:
     assert (await consumer_config(nc, "TAX_AGENT_EVENTS", "audit-trail"))["max_deliver"] == 10
 
 
+async def test_apply_with_concurrency(nc: Client) -> None:
+    from generate_topology import generate
+
+    topology = topology_from_text(generate(12, 2, 2), "generated.yaml")
+    lines: list[str] = []
+    plan = await plan_changes(nc, topology)
+    await apply_plan(nc, plan, progress=lines.append, concurrency=8)
+    assert len(lines) == 36
+    # Each stream still comes before its consumers.
+    order = [line.split()[1:3] for line in lines]  # [kind, name]
+    for kind, name in order:
+        if kind == "consumer":
+            stream = name.split("/")[0]
+            assert order.index(["stream", stream]) < order.index([kind, name])
+    assert not (await plan_changes(nc, topology)).has_changes
+
+
 async def test_second_apply_is_a_no_op(nc: Client) -> None:
     topology = shipped("local")
     await converge(nc, topology)
@@ -320,6 +337,8 @@ async def test_stream_of_another_topology_is_a_conflict(nc: Client) -> None:
     other = topology_from_text(shop_edit_text(("name: shop", "name: other-shop")))
     plan = await plan_changes(nc, other)
     assert change(plan, "ORDERS").conflict
+    assert plan.has_changes  # the topology is not satisfied: drift reports it
+    assert "owned by another topology" in plan.to_text()
     with pytest.raises(ReconcileError, match="managed by another topology"):
         await apply_plan(nc, plan, allow_destructive=True)
 

@@ -1,0 +1,132 @@
+"""Connection options of the reconciler's commands: user/password, token, TLS, failures."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import NatsServer, available_servers
+from reconcile_helpers import SHIPPED
+
+from bus_runtime._cli import main
+
+pytestmark = pytest.mark.nats
+
+
+def server_with(tmp_path: Path, conf: str) -> Iterator[NatsServer]:
+    store = tmp_path / "store"
+    store.mkdir()
+    server = NatsServer(available_servers()[-1], "secured", store, extra_conf=conf)
+    try:
+        server.start()
+        server.wait_jetstream()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def password_server(tmp_path: Path) -> Iterator[NatsServer]:
+    yield from server_with(tmp_path, "authorization { user: alice, password: s3cret }")
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[NatsServer]:
+    yield from server_with(tmp_path, "authorization { token: t0ken }")
+
+
+def plan(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["plan", str(SHIPPED), "--env", "local", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_user_password(password_server: NatsServer, capsys: pytest.CaptureFixture[str]) -> None:
+    url = password_server.url
+    assert plan(capsys, "-s", url, "--user", "alice", "--password", "s3cret")[0] == 2
+    code, err = plan(capsys, "-s", url, "--user", "alice", "--password", "wrong")
+    assert code == 1
+    assert err == (
+        f"natstopo plan: error: cannot connect to {url}: authorization failed "
+        "(check user/password, token or credentials)\n"
+    )
+
+
+def test_token_from_environment(
+    token_server: NatsServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NATS_URL", token_server.url)
+    assert plan(capsys)[0] == 1
+    monkeypatch.setenv("NATS_TOKEN", "t0ken")
+    assert plan(capsys)[0] == 2
+
+
+def test_silent_server_times_out_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        code, err = plan(capsys, "-s", f"127.0.0.1:{port}", "--connect-timeout", "0.5")
+    finally:
+        listener.close()
+        for s in held:
+            s.close()
+    assert code == 1
+    assert err == (
+        f"natstopo plan: error: cannot connect to nats://127.0.0.1:{port}: no answer within 0.5s\n"
+    )
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_mutual_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem", cwd=d,
+    )  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for who in ("server", "client"):
+        _openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}",
+            "-keyout", f"{who}.key", "-out", f"{who}.csr", cwd=d,
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", f"{who}.pem", cwd=d,
+        )  # fmt: skip
+    conf = (
+        f'tls {{ cert_file: "{d}/server.pem", key_file: "{d}/server.key", '
+        f'ca_file: "{d}/ca.pem", verify: true }}'
+    )
+    servers = server_with(tmp_path, conf)
+    server = next(servers)
+    try:
+        url = f"tls://127.0.0.1:{server.port}"
+        tls = ["--tls-ca", f"{d}/ca.pem", "--tls-cert", f"{d}/client.pem"]
+        code, err = plan(capsys, "-s", url, *tls, "--tls-key", f"{d}/client.key")
+        assert code == 2, err
+        code, err = plan(capsys, "-s", url, "--tls-ca", f"{d}/ca.pem")  # no client cert
+        assert code == 1 and err.count("\n") == 1, err
+        assert f"cannot connect to {url}: TLS handshake failed" in err
+    finally:
+        servers.close()
