@@ -220,12 +220,14 @@ class _Publisher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self._loop = asyncio.get_event_loop()
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
         self._plen = len(self._prefix)
         await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.create_task(self._sweep())
 
     @property
     def in_flight(self) -> int:
@@ -238,13 +240,12 @@ class _Publisher:
         if self._closing:
             raise BusClosedError("the bus is stopping: publishing is closed")
         while self._in_flight >= self._max_in_flight:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[None] = self._loop.create_future()
             self._window_waiters.append(waiter)
             await waiter
         self._in_flight += 1
         self._idle.clear()
-        p = _Pending(asyncio.get_running_loop().create_future(), label, subject, body, headers)
-        p.first_sent = time.monotonic()
+        p = _Pending(self._loop.create_future(), label, subject, body, headers)
         await self._send(p)
         return p.future
 
@@ -253,8 +254,11 @@ class _Publisher:
         token = str(self._seq)
         p.token = token
         p.attempts += 1
+        now = time.monotonic()
+        if p.attempts == 1:
+            p.first_sent = now
         self._pending[token] = p
-        self._sent.append((time.monotonic(), token, p))
+        self._sent.append((now, token, p))
         try:
             await self._nc.publish(p.subject, p.body, reply=self._prefix + token, headers=p.headers)
         except (

@@ -1,0 +1,308 @@
+"""The event bus against raw nats-py, in one run on one server (started by the test harness).
+
+Publishing 200-byte events to a file-storage R1 stream:
+- `raw_publish_async`: nats-py's fastest path, `js.publish_async` with a unique Nats-Msg-Id
+  (up to 4,000 pending), then waiting for every ack;
+- `bus_publish`: `bus.publish_many` with everything on: EventPayload made (ULID, time),
+  envelope encoded, JSON Schema checked, Nats-Msg-Id and traceparent headers, retries armed;
+- `doc_publish`: the source document's design, awaiting each `js.publish`.
+Consuming the same messages (each consumer its own durable on the stream):
+- `raw_fetch100`: `pull_subscribe_bind` + `fetch(100)` + `ack` (nats-py's best);
+- `bus_consume`: `bus.subscribe` with a handler that does nothing (decode + schema check + ack);
+- `doc_fetch10`: the source document's batches of 10.
+
+The machine is shared and noisy: the variants alternate within each round and the ratios
+(bus / raw) are medians over rounds of one run. The last line is JSON.
+`--profile` adds a cProfile of the bus's publish and consume (top functions by own time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import nats
+from harness import running_server
+from nats.js.api import ConsumerConfig
+
+from bus_runtime import EventPayload, NATSEventBus, load_topology, new_event_id
+from bus_runtime._envelope import encode_envelope
+from bus_runtime._reconcile import apply_plan, plan_changes
+
+TOPOLOGY = """\
+version: 1
+name: bench
+services:
+  svc-bench: {}
+streams:
+  BENCH:
+    subject_prefix: bench
+    retention: limits
+    storage: file
+    replicas: 1
+    duplicate_window: 2m
+    topics:
+      event.happened:
+        publishers: [svc-bench]
+        schema: event.json
+    consumers:
+      bench-worker:
+        service: svc-bench
+        topics: [event.happened]
+        ack_wait: 30s
+        max_deliver: 3
+        max_ack_pending: 10000
+        fetch_batch: 100
+        concurrency: 16
+"""
+SCHEMA = {
+    "type": "object",
+    "required": ["document_id", "client_id", "size_bytes", "kind"],
+    "properties": {
+        "document_id": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
+        "client_id": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
+        "size_bytes": {"type": "integer", "minimum": 1},
+        "kind": {"enum": ["p60", "payslip", "other"]},
+    },
+    "additionalProperties": True,
+}
+SUBJECT = "bench.event.happened"
+DOC = new_event_id()
+CLIENT = new_event_id()
+
+
+def make_payload(i: int) -> EventPayload:
+    return EventPayload(
+        data={"document_id": DOC, "client_id": CLIENT, "size_bytes": 1000 + i, "kind": "p60"},
+        actor="svc-bench",
+        tenant_id="tenant-0001",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+    )
+
+
+async def raw_publish_async(js: Any, bodies: list[bytes], ids: list[str]) -> float:
+    t0 = time.perf_counter()
+    futures = [
+        await js.publish_async(SUBJECT, b, headers={"Nats-Msg-Id": i})
+        for b, i in zip(bodies, ids, strict=True)
+    ]
+    for f in futures:
+        await f
+    return len(bodies) / (time.perf_counter() - t0)
+
+
+async def doc_publish(js: Any, bodies: list[bytes], ids: list[str]) -> float:
+    t0 = time.perf_counter()
+    for b, i in zip(bodies, ids, strict=True):
+        await js.publish(SUBJECT, b, headers={"Nats-Msg-Id": i})
+    return len(bodies) / (time.perf_counter() - t0)
+
+
+async def bus_publish(bus: NATSEventBus, n: int) -> float:
+    t0 = time.perf_counter()
+    results = await bus.publish_many("event.happened", [make_payload(i) for i in range(n)])
+    rate = n / (time.perf_counter() - t0)
+    assert all(results), "a bus publish failed"
+    return rate
+
+
+async def raw_fetch(js: Any, durable: str, n: int, batch: int) -> float:
+    sub = await js.pull_subscribe_bind(durable=durable, stream="BENCH")
+    got = 0
+    t0 = time.perf_counter()
+    while got < n:
+        msgs = await sub.fetch(batch, timeout=5)
+        for m in msgs:
+            await m.ack()
+        got += len(msgs)
+    rate = n / (time.perf_counter() - t0)
+    await sub.unsubscribe()
+    return rate
+
+
+async def bus_consume(url: str, topology: Any, n: int) -> float:
+    bus = NATSEventBus(url, topology=topology, service="svc-bench", startup_check="off")
+    await bus.start()
+    done = asyncio.Event()
+    count = 0
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        nonlocal count
+        count += 1
+        if count >= n:
+            done.set()
+
+    t0 = time.perf_counter()
+    await bus.subscribe("event.happened", handle)
+    await asyncio.wait_for(done.wait(), 120)
+    rate = n / (time.perf_counter() - t0)
+    await bus.stop()
+    return rate
+
+
+async def add_raw_consumer(js: Any, name: str) -> None:
+    await js.add_consumer(
+        "BENCH",
+        ConsumerConfig(
+            durable_name=name,
+            ack_policy="explicit",
+            max_ack_pending=10000,
+            deliver_policy="all",
+            filter_subject=SUBJECT,
+        ),
+    )
+
+
+async def fill(js: Any, bodies: list[bytes]) -> None:
+    await js.purge_stream("BENCH")
+    futures = [
+        await js.publish_async(SUBJECT, b, headers={"Nats-Msg-Id": new_event_id()}) for b in bodies
+    ]
+    for f in futures:
+        await f
+
+
+def _profile(title: str, prof: cProfile.Profile, top: int) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    print(f"--- profile: {title} (top {top} by own time)")
+    lines = out.getvalue().splitlines()
+    start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+    for ln in lines[start : start + top + 1]:
+        print("   ", ln[:160])
+
+
+async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="natstopo-bench-"))
+    (tmp / "event.json").write_text(json.dumps(SCHEMA))
+    (tmp / "bench.yaml").write_text(TOPOLOGY)
+    topology = load_topology(tmp / "bench.yaml")
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await apply_plan(nc, await plan_changes(nc, topology))
+    await add_raw_consumer(js, "raw-100")
+    await add_raw_consumer(js, "raw-10")
+    n = args.messages
+    n_doc = max(500, n // 8)
+    bodies = [encode_envelope("event.happened", make_payload(i)) for i in range(n)]
+    print(f"message size: {len(bodies[0])} bytes; {n} messages per variant, {args.rounds} rounds")
+
+    bus = NATSEventBus(url, topology=topology, service="svc-bench", startup_check="off")
+    await bus.start()
+    rates: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "raw_publish_async",
+            "bus_publish",
+            "doc_publish",
+            "raw_fetch100",
+            "bus_consume",
+            "doc_fetch10",
+        )
+    }
+    pub_ratios: list[float] = []
+    con_ratios: list[float] = []
+    for r in range(args.rounds):
+        # publish: alternate which goes first
+        order = ["raw", "bus"] if r % 2 == 0 else ["bus", "raw"]
+        got: dict[str, float] = {}
+        for which in order:
+            await js.purge_stream("BENCH")
+            if which == "raw":
+                got[which] = await raw_publish_async(js, bodies, [new_event_id() for _ in bodies])
+            else:
+                got[which] = await bus_publish(bus, n)
+        rates["raw_publish_async"].append(got["raw"])
+        rates["bus_publish"].append(got["bus"])
+        pub_ratios.append(got["bus"] / got["raw"])
+        if r == 0 or not args.quick:
+            await js.purge_stream("BENCH")
+            ids = [new_event_id() for _ in range(n_doc)]
+            rates["doc_publish"].append(await doc_publish(js, bodies[:n_doc], ids))
+        # consume: the same n messages for each consumer
+        await fill(js, bodies)
+        order = ["raw", "bus"] if r % 2 == 1 else ["bus", "raw"]
+        for which in order:
+            if which == "raw":
+                got[which] = await raw_fetch(js, "raw-100", n, 100)
+            else:
+                got[which] = await bus_consume(url, topology, n)
+        rates["raw_fetch100"].append(got["raw"])
+        rates["bus_consume"].append(got["bus"])
+        con_ratios.append(got["bus"] / got["raw"])
+        if r == 0 or not args.quick:
+            rates["doc_fetch10"].append(await raw_fetch(js, "raw-10", n, 10))
+        print(
+            f"round {r + 1}: publish raw {rates['raw_publish_async'][-1]:,.0f} "
+            f"bus {rates['bus_publish'][-1]:,.0f} msg/s (ratio {pub_ratios[-1]:.2f}); "
+            f"consume raw {rates['raw_fetch100'][-1]:,.0f} bus {rates['bus_consume'][-1]:,.0f} "
+            f"msg/s (ratio {con_ratios[-1]:.2f})",
+            flush=True,
+        )
+
+    if args.profile:
+        await js.purge_stream("BENCH")
+        prof = cProfile.Profile()
+        prof.enable()
+        await bus_publish(bus, n)
+        prof.disable()
+        _profile("bus publish_many", prof, args.profile)
+        await fill(js, bodies)
+        await js.delete_consumer("BENCH", "bench-worker")
+        await apply_plan(nc, await plan_changes(nc, topology))
+        prof = cProfile.Profile()
+        prof.enable()
+        await bus_consume(url, topology, n)
+        prof.disable()
+        _profile("bus consume", prof, args.profile)
+    await bus.stop()
+    await nc.close()
+    med = {k: round(statistics.median(v)) for k, v in rates.items() if v}
+    return {
+        "messages": n,
+        "rounds": args.rounds,
+        "msg_per_s": med,
+        "publish_ratio": round(statistics.median(pub_ratios), 3),
+        "consume_ratio": round(statistics.median(con_ratios), 3),
+        "publish_ratios": [round(x, 3) for x in pub_ratios],
+        "consume_ratios": [round(x, 3) for x in con_ratios],
+        "bus_vs_doc_publish": round(med["bus_publish"] / med["doc_publish"], 2),
+        "bus_vs_doc_consume": round(med["bus_consume"] / med["doc_fetch10"], 2),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="fewer messages and rounds (< 60 s)")
+    ap.add_argument(
+        "--profile", type=int, nargs="?", const=25, default=0, help="cProfile, top N functions"
+    )
+    args = ap.parse_args()
+    if args.quick:
+        args.messages = min(args.messages, 8_000)
+        args.rounds = min(args.rounds, 3)
+    started = time.perf_counter()
+    with running_server() as server:
+        result = asyncio.run(run(server.url, args))
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
