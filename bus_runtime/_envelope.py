@@ -251,7 +251,7 @@ class _Unsure(Exception):
 class _CheckWriter:
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.env: dict[str, Any] = {"_re": re}
+        self.env: dict[str, Any] = {"_enum_ok": _enum_ok}
         self.count = 0
 
     def const(self, value: Any) -> str:
@@ -285,16 +285,13 @@ class _CheckWriter:
         if "enum" in schema or "const" in schema:
             values = list(schema["enum"]) if "enum" in schema else [schema["const"]]
             if all(type(x) is str for x in values):
-                body.append(
-                    f"if type(v) is not str or v not in {self.const(frozenset(values))}: return False"
-                )
-            elif all(x is None or type(x) in (str, bool) for x in values):
+                allowed = self.const(frozenset(values))
+                body.append(f"if type(v) is not str or v not in {allowed}: return False")
+            elif all(x is None or type(x) in (str, bool, int, float) for x in values):
                 allowed = self.const(tuple(values))
-                body.append(
-                    f"if not any(type(v) is type(a) and v == a for a in {allowed}): return False"
-                )
+                body.append(f"if not _enum_ok(v, {allowed}): return False")
             else:
-                raise _Unsure("enum of numbers or structures")
+                raise _Unsure("enum of arrays or objects")
         # strings
         str_checks = []
         if "pattern" in schema:
@@ -371,22 +368,14 @@ class _CheckWriter:
                 extra_fn = self.function(extra)
                 body.append("    for k, x in v.items():")
                 body.append(f"        if k not in {known} and not {extra_fn}(x): return False")
-        for key in ("allOf", "anyOf", "oneOf"):
+        # Only keywords where a false "no" inside stays a "no" outside: no `not`, no `oneOf`.
+        for key in ("allOf", "anyOf"):
             if key in schema:
                 subs = [self.function(sub) for sub in schema[key]]
                 if not subs:
                     raise _Unsure(key)
-                if key == "allOf":
-                    body.append(f"if not ({' and '.join(f'{f}(v)' for f in subs)}): return False")
-                elif key == "anyOf":
-                    body.append(f"if not ({' or '.join(f'{f}(v)' for f in subs)}): return False")
-                else:
-                    body.append(
-                        f"if sum(({', '.join(f'{f}(v)' for f in subs)},)) != 1: return False"
-                    )
-        if "not" in schema:
-            inner = self.function(schema["not"])
-            body.append(f"if {inner}(v): return False")
+                joint = " and " if key == "allOf" else " or "
+                body.append(f"if not ({joint.join(f'{f}(v)' for f in subs)}): return False")
         self.lines.append(f"def {name}(v):")
         self.lines += [f"    {line}" for line in body]
         self.lines += ["    return True", ""]
@@ -416,10 +405,18 @@ _KNOWN = frozenset(
         "additionalProperties",
         "allOf",
         "anyOf",
-        "oneOf",
-        "not",
     }
 )
+
+
+def _enum_ok(v: Any, allowed: tuple[Any, ...]) -> bool:
+    """JSON equality: 1 == 1.0, but True is not 1 and None is only None."""
+    tv = type(v)
+    for a in allowed:
+        ta = type(a)
+        if (ta is tv or (ta in (int, float) and tv in (int, float))) and v == a:
+            return True
+    return False
 
 
 def compile_payload_check(schema: Mapping[str, Any] | bool) -> Callable[[Any], bool]:
