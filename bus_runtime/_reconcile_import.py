@@ -358,7 +358,6 @@ async def import_topology(
     document["streams"] = streams_doc
     server = ".".join(map(str, api.server_version))
     header = [
-        "# yaml-language-server: $schema=../bus_runtime/schema/topology.schema.json",
         f"# Imported by `natstopo import` from nats-server {server}"
         + (f" at {source}" if source else "")
         + ".",

@@ -123,7 +123,7 @@ def test_import_writes_a_valid_topology(
     code, out, _ = run(capsys, "plan", "-s", nats_server.url, str(out_file))
     assert code == 0, out
     code, out, _ = run(capsys, "import", "--server", nats_server.url)
-    assert code == 0 and out.startswith("# yaml-language-server")
+    assert code == 0 and out.startswith("# Imported by `natstopo import`")
 
 
 def test_nats_url_from_environment(
