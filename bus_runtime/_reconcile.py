@@ -59,6 +59,8 @@ _PENDING: frozenset[str] = frozenset({"create", "update", "replace", "delete"})
 # The JetStream API's error codes that mean "not there".
 _STREAM_NOT_FOUND = 10059
 _CONSUMER_NOT_FOUND = 10014
+_TEMPORARILY_UNAVAILABLE = 10008  # "JetStream system temporarily unavailable"
+_ATTEMPTS = 3
 
 MIN_SERVER = (2, 10, 0)
 # Fields that need a newer server than MIN_SERVER: (feature, first version, default value).
@@ -453,26 +455,40 @@ class JetStreamApi:
         """
         payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
         full = f"{self.prefix}.{subject}"
-        try:
-            msg = await self.nc.request(full, payload, timeout=self.timeout)
-        except NoRespondersError as exc:
-            raise ReconcileError(
-                f"JetStream is not enabled on the server (no responder for {full})"
-            ) from exc
-        except (TimeoutError, NatsError) as exc:
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-            raise ReconcileError(f"{full}: {reason} after {self.timeout:g}s") from exc
-        data: dict[str, Any] = json.loads(msg.data) if msg.data else {}
-        err = data.get("error")
-        if isinstance(err, dict):
+        for attempt in range(_ATTEMPTS):
+            last = attempt == _ATTEMPTS - 1
+            try:
+                msg = await self.nc.request(full, payload, timeout=self.timeout)
+            except NoRespondersError as exc:
+                raise ReconcileError(
+                    f"JetStream is not enabled on the server (no responder for {full})"
+                ) from exc
+            except TimeoutError as exc:
+                # A cluster electing a leader answers late; creates and updates are
+                # idempotent for the same config, so asking again is safe.
+                if not last:
+                    await asyncio.sleep(0.25 * 2**attempt)
+                    continue
+                raise ReconcileError(
+                    f"{full}: no answer within {self.timeout:g}s ({_ATTEMPTS} attempts)"
+                ) from exc
+            except NatsError as exc:
+                raise ReconcileError(f"{full}: {exc}") from exc
+            data: dict[str, Any] = json.loads(msg.data) if msg.data else {}
+            err = data.get("error")
+            if not isinstance(err, dict):
+                return data
             code = err.get("err_code")
             if missing is not None and code == missing:
                 return None
+            if code == _TEMPORARILY_UNAVAILABLE and not last:
+                await asyncio.sleep(0.25 * 2**attempt)
+                continue
             raise ReconcileError(
                 f"{full}: {err.get('description', 'error')} (err_code {code})",
                 err_code=code if isinstance(code, int) else None,
             )
-        return data
+        raise AssertionError("unreachable")
 
     async def _paged(self, subject: str, key: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

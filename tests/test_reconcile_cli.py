@@ -151,3 +151,14 @@ def test_invalid_topology_is_an_error_before_connecting(
     code, _, err = run(capsys, "drift", "-s", url, str(bad))
     assert code == 1
     assert "retention" in err and "cannot connect" not in err
+
+
+def test_server_refusal_is_one_line_with_its_code(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The base environment asks for 3 replicas; a single server refuses them.
+    code, out, err = run(capsys, "apply", "-s", nats_server.url, str(SHIPPED))
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("natstopo apply: error: stream TAX_AGENT_JOBS: create failed")
+    assert "(err_code 10074)" in err
