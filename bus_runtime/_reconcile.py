@@ -1054,13 +1054,17 @@ async def apply_plan(
         and not (c.kind == "consumer" and c.action == "delete" and c.stream in replaced_streams)
     ]
     # Stream deletes first (they free subjects), then one group per declared stream:
-    # its consumer deletes, the stream, its consumers, in that order.
+    # its consumer deletes, the stream, its consumers, in that order. Groups whose stream
+    # gives up subjects go before the others, so a topic moved from one stream to
+    # another is free when the other stream takes it (else: error 10065, overlap).
     first = [c for c in steps if c.kind == "stream" and c.action == "delete"]
     groups: dict[str, list[Change]] = {}
     first_ids = {id(c) for c in first}
     for c in steps:
         if id(c) not in first_ids:
             groups.setdefault(c.stream, []).append(c)
+    releasing = [g for g in groups.values() if any(_gives_up_subjects(c) for c in g)]
+    others = [g for g in groups.values() if not any(_gives_up_subjects(c) for c in g)]
     failures: list[ReconcileError] = []
     sem = asyncio.Semaphore(max(1, concurrency))
 
@@ -1087,13 +1091,22 @@ async def apply_plan(
                 if progress is not None:
                     progress(step.line())
 
-    await asyncio.gather(*(run([c]) for c in first))
-    if not failures:
-        await asyncio.gather(*(run(g) for g in groups.values()))
+    for phase in ([[c] for c in first], releasing, others):
+        if not failures:
+            await asyncio.gather(*(run(g) for g in phase))
     if failures:
         raise failures[0]
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _gives_up_subjects(change: Change) -> bool:
+    if change.kind != "stream" or change.action not in ("update", "replace"):
+        return False
+    for f in change.fields:
+        if f.field == "subjects" and set(f.before or ()) - set(f.after or ()):
+            return True
+    return False
 
 
 async def _apply_one(api: JetStreamApi, change: Change) -> None:

@@ -444,3 +444,30 @@ async def test_import_of_unmanaged_streams(nc: Client) -> None:
     # Only the adoption marks: the settings already match.
     for ch in plan.pending:
         assert ch.action == "update" and all(f.field.startswith("metadata.") for f in ch.fields)
+
+
+MOVE = """\
+version: 1
+name: move
+streams:
+  B:
+    subject_prefix: x
+    topics: {b1: {}}
+  A:
+    subject_prefix: x
+    topics: {a1: {}, a2: {}}
+"""
+
+
+async def test_topic_moved_to_an_earlier_stream(nc: Client) -> None:
+    await converge(nc, topology_from_text(MOVE))
+    moved = topology_from_text(
+        MOVE.replace("topics: {b1: {}}", "topics: {b1: {}, a2: {}}").replace(
+            "topics: {a1: {}, a2: {}}", "topics: {a1: {}}"
+        )
+    )
+    plan = await plan_changes(nc, moved)
+    assert field_names(change(plan, "A")) == {"subjects"}
+    assert field_names(change(plan, "B")) == {"subjects"}
+    await converge(nc, moved)
+    assert (await stream_config(nc, "B"))["subjects"] == ["x.b1", "x.a2"]
