@@ -266,7 +266,8 @@ class Change:
         """Replace or destructive: apply refuses it without `allow_destructive`."""
         return self.pending and self.effect in ("replace", "destructive")
 
-    def headline(self) -> str:
+    def headline(self, *, drift: bool = False) -> str:
+        """`~ stream X: update in place`; with `drift`, what the server lacks or has extra."""
         what = {
             "create": "create",
             "update": "update in place",
@@ -277,6 +278,10 @@ class Change:
         }[self.action]
         if self.action == "update" and self.effect == "destructive":
             what = "update in place (destructive)"
+        if drift and self.action == "create":
+            what = "missing on the server"
+        elif drift and self.action == "delete":
+            what = "no longer declared (apply deletes it)"
         text = f"{_SYMBOL[self.action]} {self.kind} {self.name}: {what}"
         return f"{text} ({self.note})" if self.note else text
 
@@ -287,8 +292,9 @@ class Change:
             text += ": " + ", ".join(f.render() for f in self.fields)
         return text
 
-    def to_text(self) -> str:
-        return "\n".join([self.headline(), *(f"    {f.render()}" for f in self.fields)])
+    def to_text(self, *, drift: bool = False) -> str:
+        head = self.headline(drift=drift)
+        return "\n".join([head, *(f"    {f.render()}" for f in self.fields)])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -365,7 +371,7 @@ class Plan:
         env = f" (env {self.environment})" if self.environment else ""
         target = f"topology `{self.topology}`{env}"
         shown = [c for c in self.changes if c.action != "none"]
-        lines = [c.to_text() for c in shown]
+        lines = [c.to_text(drift=drift) for c in shown]
         if not self.has_changes:
             head = (
                 f"In sync: the server (nats-server {self.server_version}) matches {target}."

@@ -162,3 +162,14 @@ def test_server_refusal_is_one_line_with_its_code(
     assert err.count("\n") == 1
     assert err.startswith("natstopo apply: error: stream TAX_AGENT_JOBS: create failed")
     assert "(err_code 10074)" in err
+
+
+def test_drift_names_missing_assets(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "drift", "-s", nats_server.url, str(SHIPPED), "--env", "local")
+    assert code == 2
+    assert "+ stream TAX_AGENT_DLQ: missing on the server" in out
+    assert out.splitlines()[-1].startswith(
+        "Drift for topology `tax-agent` (env local): 20 to create"
+    )
