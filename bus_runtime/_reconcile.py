@@ -700,7 +700,7 @@ def _diff_stream(
             continue
         have = _stream_value(live, key)
         update[key] = _jsonable(want)
-        if not _same(fld, want, have):
+        if not _same(fld, _stream_value({key: want}, key), have):
             effect, reason = _classify_stream_field(fld, have, want)
             fields.append(FieldChange(fld, have, want, effect, reason))
     want_subjects = sorted(stream.subjects)

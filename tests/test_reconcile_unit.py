@@ -178,3 +178,13 @@ def test_import_naming() -> None:
     assert _common_prefix(["a.b", "a.b.c"]) == ["a"]
     assert _common_prefix(["orders.created"]) == ["orders"]
     assert _common_prefix(["a.x", "b.y"]) == []
+
+
+def test_equivalent_spellings_are_not_drift() -> None:
+    topology = topology_from_text(
+        "version: 1\nname: t\nstreams:\n  S:\n    max_msgs_per_subject: 0\n    topics: {a: {}}\n"
+    )
+    stream = topology.stream("S")
+    live = {**stream.to_stream_config(), "max_msgs_per_subject": -1}
+    live["metadata"] = {"natstopo.topology": "t"}
+    assert _diff_stream(stream, live, topology, V215)[0] == []
