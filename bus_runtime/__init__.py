@@ -4,7 +4,7 @@ Application code publishes and consumes only what the topology declares. The pub
 is what `__all__` lists; everything else lives in `_`-prefixed modules.
 """
 
-from ._bus import NATSEventBus, create_event_bus
+from ._bus import EventBus, Handler, NATSEventBus, create_event_bus
 from ._envelope import EventPayload, new_event_id
 from ._errors import (
     BusClosedError,
@@ -48,7 +48,9 @@ __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
     # the event bus
     "BusClosedError",
     "BusMetrics",
+    "EventBus",
     "EventPayload",
+    "Handler",
     "InvalidEnvelopeError",
     "MemoryBroker",
     "MemoryEventBus",

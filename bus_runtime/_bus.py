@@ -27,7 +27,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import nats
 import nats.errors
@@ -60,6 +60,9 @@ from ._observe import (
     log_fields,
     logger,
 )
+
+if TYPE_CHECKING:
+    from ._memory import MemoryEventBus
 
 Handler = Callable[[str, EventPayload], Awaitable[None]]
 
@@ -403,6 +406,7 @@ class _ConsumerRunner:
         self._inbox = ""
         self._stopping = False
         self._closing = False
+        self._warned = False
         self._workers: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._sub: Any = None
@@ -445,6 +449,11 @@ class _ConsumerRunner:
                 extra=log_fields(consumer=self.consumer.name, stream=self.stream.name),
             )
 
+    def connection_restored(self) -> None:
+        """After a reconnect the open pull request may be gone with the old server: ask again."""
+        if self._req_active:
+            self._end_request()
+
     def _end_request(self, pause: float = 0.0) -> None:
         self._req_active = False
         self._req_ended.set()
@@ -453,6 +462,7 @@ class _ConsumerRunner:
 
     async def _on_msg(self, msg: Msg) -> None:
         if msg.reply:  # a stream message ($JS.ACK... reply)
+            self._warned = False
             self._buf.append(msg)
             self._held[id(msg)] = [msg, time.monotonic()]
             self._req_received += 1
@@ -470,12 +480,19 @@ class _ConsumerRunner:
             return  # idle heartbeat
         if msg.subject != f"{self._inbox}.{self._req_no}":
             return  # the end of an older request
+        description = headers.get("Description", "")
         if status in ("404", "408"):
-            self._end_request()
+            self._end_request()  # no messages / expired: the normal end of a long poll
+        elif status == "409" and "Consumer Deleted" not in description:
+            # MaxWaiting, leadership change, server shutdown, batch or size limits: ask again
+            self._end_request(pause=0.1)
+            logger.debug("consumer %s: pull ended: 409 %s", self.consumer.name, description)
         else:
-            description = headers.get("Description", "")
             self._end_request(pause=1.0)
-            logger.warning(
+            level = logging.DEBUG if self._warned else logging.WARNING
+            self._warned = True  # once until messages flow again, not every second
+            logger.log(
+                level,
                 "consumer %s of stream %s: pull request ended with %s %s",
                 self.consumer.name,
                 self.stream.name,
@@ -934,6 +951,8 @@ class NATSEventBus:
     async def _on_reconnected(self) -> None:
         url = self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "?"
         logger.warning("nats: reconnected to %s", url)
+        for runner in self._runners.values():
+            runner.connection_restored()
 
     # -- publishing
     def _require_started(self) -> _Publisher:
@@ -1015,7 +1034,31 @@ class NATSEventBus:
         )
 
 
-def create_event_bus(kind: str = "nats", **kwargs: Any) -> Any:
+class EventBus(Protocol):
+    """What application code may rely on, whichever bus `create_event_bus` made."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(
+        self, topic: str, payload: EventPayload, *, tokens: Sequence[str] = ()
+    ) -> bool: ...
+
+    async def publish_many(
+        self, topic: str, payloads: Iterable[EventPayload], *, tokens: Sequence[str] = ()
+    ) -> list[bool]: ...
+
+    async def subscribe(self, topic: str, handler: Handler) -> None: ...
+
+
+@overload
+def create_event_bus(kind: Literal["nats"] = "nats", **kwargs: Any) -> NATSEventBus: ...
+@overload
+def create_event_bus(kind: Literal["memory"], **kwargs: Any) -> MemoryEventBus: ...
+@overload
+def create_event_bus(kind: str, **kwargs: Any) -> EventBus: ...
+def create_event_bus(kind: str = "nats", **kwargs: Any) -> EventBus:
     """The source document's factory: `create_event_bus("nats", servers=..., topology=...,
     service=..., environment=...)` or `create_event_bus("memory", topology=..., service=...)`.
 

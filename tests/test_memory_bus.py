@@ -1,0 +1,182 @@
+"""MemoryEventBus on its own: the shipped topology's fan-out and work queue between services,
+time-scaled backoff, a stop that keeps unstarted messages, and the Prometheus adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from test_runtime_support import eventually, write_topology
+
+from bus_runtime import (
+    BusClosedError,
+    EventPayload,
+    Handler,
+    MemoryBroker,
+    MemoryEventBus,
+    PayloadValidationError,
+    load_topology,
+    new_event_id,
+)
+from bus_runtime.contrib.prometheus import PrometheusMetrics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def uploaded() -> EventPayload:
+    return EventPayload(
+        data={
+            "document_id": new_event_id(),
+            "client_id": new_event_id(),
+            "source": "upload",
+            "content_type": "application/pdf",
+            "size_bytes": 1234,
+            "sha256": "ab" * 32,
+            "object_key": "s3://docs/a.pdf",
+        },
+        actor="svc-ingestion",
+        tenant_id="firm-1",
+        trace_id="req-42",
+    )
+
+
+async def test_shipped_topology_fan_out_and_work_queue_between_services() -> None:
+    topology = load_topology(REPO / "topology" / "topology.yaml", "local")
+    broker = MemoryBroker(topology)
+    ingestion = MemoryEventBus(broker=broker, service="svc-ingestion")
+    audit = MemoryEventBus(broker=broker, service="svc-audit")
+    review = MemoryEventBus(broker=broker, service="ui-review")
+    ocr = MemoryEventBus(broker=broker, service="svc-ocr")
+    got: Counter[str] = Counter()
+
+    def record(who: str) -> Handler:
+        async def handle(topic: str, payload: EventPayload) -> None:
+            got[f"{who}:{topic}"] += 1
+
+        return handle
+
+    for bus in (ingestion, audit, review, ocr):
+        await bus.start()
+    await audit.subscribe("document.uploaded", record("audit"))
+    await review.subscribe("document.uploaded", record("review"))
+    await ocr.subscribe("ocr.requested", record("ocr"))
+
+    event = uploaded()
+    assert await ingestion.publish("document.uploaded", event)
+    job = EventPayload(
+        data={k: event.data[k] for k in ("document_id", "client_id", "object_key", "content_type")},
+        actor="svc-ingestion",
+        tenant_id="firm-1",
+    )
+    assert await ingestion.publish("ocr.requested", job)
+    with pytest.raises(PayloadValidationError, match=r"'typo_field' was unexpected"):
+        await ingestion.publish(
+            "ocr.requested", EventPayload({**job.data, "typo_field": 1}, "a", "t")
+        )
+    await eventually(lambda: len(got) == 3)
+    await ingestion.settle()
+    assert got == Counter(
+        {"audit:document.uploaded": 1, "review:document.uploaded": 1, "ocr:ocr.requested": 1}
+    )
+    for bus in (ingestion, audit, review, ocr):
+        await bus.stop()
+
+
+async def test_time_scale_runs_minutes_of_backoff_in_milliseconds(tmp_path: Path) -> None:
+    path = write_topology(tmp_path, backoff="[1m, 5m]", max_deliver=3)
+    bus = MemoryEventBus(topology=str(path), service="svc-a", time_scale=0.0001)
+    await bus.start()
+    attempts: list[float] = []
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        attempts.append(asyncio.get_running_loop().time())
+        raise RuntimeError("always")
+
+    await bus.subscribe("job.created", handle)
+    assert await bus.publish("job.created", EventPayload({"n": 1}, "a", "t"))
+    await bus.settle(within=5)
+    assert len(attempts) == 3
+    assert attempts[1] - attempts[0] >= 0.006 and attempts[2] - attempts[1] >= 0.03
+    [letter] = bus.broker.dead_letters()
+    assert letter.headers["Natstopo-Deliveries"] == "3"
+    await bus.stop()
+
+
+async def test_stop_keeps_unstarted_messages_for_the_next_bus(tmp_path: Path) -> None:
+    path = write_topology(tmp_path, concurrency=1)
+    first = MemoryEventBus(topology=str(path), service="svc-a")
+    handled: Counter[int] = Counter()
+    gate = asyncio.Event()
+
+    async def slow(topic: str, payload: EventPayload) -> None:
+        await gate.wait()
+        handled[payload.data["n"]] += 1
+
+    await first.start()
+    await first.subscribe("job.created", slow)
+    await first.publish_many("job.created", [EventPayload({"n": i}, "a", "t") for i in range(5)])
+    await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(first.stop())
+    await asyncio.sleep(0.01)
+    gate.set()  # the running handler finishes; the other four were not started
+    await stopping
+    assert handled == Counter({0: 1})
+    with pytest.raises(BusClosedError):
+        await first.publish("job.created", EventPayload({"n": 9}, "a", "t"))
+
+    second = MemoryEventBus(broker=first.broker, service="svc-a")
+    await second.start()
+    await second.subscribe("job.created", slow)
+    await second.settle()
+    assert handled == Counter(dict.fromkeys(range(5), 1))
+    await second.stop()
+
+
+async def test_prometheus_adapter_counts(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    path = write_topology(tmp_path)
+    bus = MemoryEventBus(topology=str(path), service="svc-a", metrics=metrics, time_scale=0.01)
+    await bus.start()
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        if payload.data.get("fail"):
+            raise RuntimeError("no")
+
+    await bus.subscribe("job.created", handle)
+    await bus.publish("job.created", EventPayload({"n": 1}, "a", "t"))
+    await bus.publish("job.created", EventPayload({"n": 2, "fail": "y"}, "a", "t"))
+    await bus.settle()
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("natstopo_bus_published_total", topic="job.created", result="ok") == 2
+    assert (
+        value(
+            "natstopo_bus_handled_total", topic="job.created", consumer="a-worker", outcome="acked"
+        )
+        == 1
+    )
+    assert (
+        value(
+            "natstopo_bus_handled_total",
+            topic="job.created",
+            consumer="a-worker",
+            outcome="retried",
+        )
+        == 2
+    )
+    assert (
+        value(
+            "natstopo_bus_dead_letters_total",
+            stream="JOBS",
+            consumer="a-worker",
+            reason="handler-failed",
+        )
+        == 1
+    )
+    await bus.stop()
