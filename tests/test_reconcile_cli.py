@@ -173,3 +173,18 @@ def test_drift_names_missing_assets(
     assert out.splitlines()[-1].startswith(
         "Drift for topology `tax-agent` (env local): 20 to create"
     )
+
+
+def test_blocking_reconcile_helper(nats_server: NatsServer) -> None:
+    from reconcile_helpers import shipped
+
+    from bus_runtime._reconcile import reconcile
+
+    topology = shipped("local")
+    dry = reconcile(nats_server.url, topology, apply=False)
+    assert dry.plan.has_changes and not dry.changed
+    lines: list[str] = []
+    done = reconcile([nats_server.url], topology, progress=lines.append, concurrency=4)
+    assert len(done.steps) == 20 == len(lines)
+    again = reconcile(nats_server.url, topology)
+    assert not again.changed and not again.plan.has_changes
