@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -471,3 +472,37 @@ async def test_topic_moved_to_an_earlier_stream(nc: Client) -> None:
     assert field_names(change(plan, "B")) == {"subjects"}
     await converge(nc, moved)
     assert (await stream_config(nc, "B"))["subjects"] == ["x.b1", "x.a2"]
+
+
+@pytest.mark.slow
+async def test_lists_are_read_past_one_page(nc: Client) -> None:
+    # STREAM.LIST and CONSUMER.LIST answer 256 entries a page.
+    await asyncio.gather(
+        *(
+            api(
+                nc,
+                f"STREAM.CREATE.X{i}",
+                {"name": f"X{i}", "subjects": [f"x{i}"], "storage": "memory"},
+            )
+            for i in range(300)
+        )
+    )
+    topology = shop()
+    await converge(nc, topology)
+    await asyncio.gather(
+        *(
+            api(
+                nc,
+                f"CONSUMER.CREATE.ORDERS.extra{i}",
+                {
+                    "stream_name": "ORDERS",
+                    "config": {"durable_name": f"extra{i}", "ack_policy": "explicit"},
+                },
+            )
+            for i in range(270)
+        )
+    )
+    plan = await plan_changes(nc, topology)
+    assert not plan.has_changes
+    kinds = [c.kind for c in plan.unmanaged]
+    assert (kinds.count("stream"), kinds.count("consumer")) == (300, 270)
