@@ -37,9 +37,11 @@ servers: | $(BIN)/python
 	  fi; \
 	done
 
-# The main job on the embedded local default: validate the shipped topology and summarise it.
+# The main job on the embedded local default: validate the topology, start a local JetStream
+# server (store under $(NATSTOPO_CACHE)/local), apply the topology to it, check drift, stop.
+# `make local KEEP=1` leaves the server running for application services.
 local: setup
-	$(BIN)/natstopo validate $(TOPOLOGY) --env $(ENV)
+	$(BIN)/python tools/local_up.py $(TOPOLOGY) --env $(ENV) $(if $(KEEP),--keep)
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest
@@ -48,8 +50,8 @@ test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not slow and not pulumi"
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check bus_runtime tests benchmarks infra
-	$(BIN)/ruff format --check bus_runtime tests benchmarks infra
+	$(BIN)/ruff check bus_runtime tests benchmarks infra tools
+	$(BIN)/ruff format --check bus_runtime tests benchmarks infra tools
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
