@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import available_servers, running_server
 from test_runtime_support import eventually, provision_url, stream_messages, write_topology
 
 from bus_runtime import (
@@ -69,8 +70,14 @@ class Rig:
         await asyncio.sleep(seconds)
 
 
+SERVERS = available_servers()
+
+
 @pytest.fixture(
-    params=["memory", pytest.param("nats", marks=pytest.mark.nats)],
+    params=[
+        "memory",
+        *(pytest.param(b, marks=pytest.mark.nats, id=f"nats-{b.version_str}") for b in SERVERS),
+    ],
 )
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
     path = write_topology(tmp_path)
@@ -80,13 +87,13 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
         yield Rig("memory", bus, path)
         await bus.stop()
         return
-    server = request.getfixturevalue("nats_server")
-    await provision_url(server.url, path)
-    bus = create_event_bus("nats", servers=server.url, topology=str(path), service="svc-a")
-    assert isinstance(bus, NATSEventBus)
-    await bus.start()
-    yield Rig("nats", bus, path, server.url)
-    await bus.stop()
+    with running_server(request.param) as server:  # every server version available
+        await provision_url(server.url, path)
+        bus = create_event_bus("nats", servers=server.url, topology=str(path), service="svc-a")
+        assert isinstance(bus, NATSEventBus)
+        await bus.start()
+        yield Rig("nats", bus, path, server.url)
+        await bus.stop()
 
 
 def job(n: int, **extra: Any) -> EventPayload:
