@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import socket
 import ssl
@@ -89,6 +90,17 @@ class ConnectOptions:
         if isinstance(values["servers"], str):
             values["servers"] = split_servers(values["servers"])
         return cls(**values)  # type: ignore[arg-type]
+
+    def file_problem(self) -> str | None:
+        """Why the credentials or nkey seed file cannot be used, or None."""
+        for what, path in (("credentials", self.creds), ("nkey seed", self.nkey_seed)):
+            if path is None:
+                continue
+            if not os.path.isfile(path):
+                return f"{what} file {path} not found"
+            if importlib.util.find_spec("nkeys") is None:
+                return f"a {what} file needs the nkeys package: pip install 'nats-py[nkeys]'"
+        return None
 
     def tls_context(self) -> ssl.SSLContext | None:
         """An SSL context when any TLS option is set, else None (plain or tls:// URLs)."""
@@ -211,6 +223,9 @@ async def connect(options: ConnectOptions | None = None) -> Client:
         kwargs["password"] = options.password or ""
     if options.token is not None:
         kwargs["token"] = options.token
+    problem = options.file_problem()
+    if problem:
+        raise ConnectError(options.servers, problem)
     if options.creds is not None:
         kwargs["user_credentials"] = options.creds
     if options.nkey_seed is not None:

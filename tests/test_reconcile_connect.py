@@ -130,3 +130,12 @@ def test_mutual_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert f"cannot connect to {url}: TLS handshake failed" in err
     finally:
         servers.close()
+
+
+def test_missing_credentials_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = plan(capsys, "-s", "nats://127.0.0.1:1", "--creds", "/no/such.creds")
+    assert code == 1
+    assert err == (
+        "natstopo plan: error: cannot connect to nats://127.0.0.1:1: "
+        "credentials file /no/such.creds not found\n"
+    )
