@@ -956,7 +956,9 @@ class NATSEventBus:
 
     # -- publishing
     def _require_started(self) -> _Publisher:
-        if self._state != "started" or self._publisher is None:
+        # While stopping, handlers that are finishing may still publish (the next job of
+        # a pipeline); the publisher refuses once it is closed.
+        if self._state not in ("started", "stopping") or self._publisher is None:
             raise BusClosedError(f"the bus is {self._state}: call `await bus.start()` first")
         return self._publisher
 

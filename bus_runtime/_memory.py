@@ -229,7 +229,7 @@ class MemoryEventBus:
 
     # -- publishing
     def _require_started(self) -> None:
-        if self._state != "started":
+        if self._state not in ("started", "stopping"):  # finishing handlers may publish
             raise BusClosedError(f"the bus is {self._state}: call `await bus.start()` first")
 
     async def publish(

@@ -296,3 +296,36 @@ async def test_source_document_factory_arguments_are_explained(tmp_path: Path) -
         create_event_bus("nats", servers="nats://x")
     with pytest.raises(SetupError, match="unknown event bus kind"):
         create_event_bus("kafka", topology=str(write_topology(tmp_path)), service="svc-a")
+
+
+async def test_handler_finishing_during_stop_may_still_publish(rig: Rig) -> None:
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    published: list[bool] = []
+
+    async def stage(topic: str, payload: EventPayload) -> None:
+        started.set()
+        await gate.wait()
+        published.append(await rig.bus.publish("firm.*.synced", job(99), tokens=["next"]))
+
+    async def later(topic: str, payload: EventPayload) -> None:
+        pass
+
+    await rig.bus.subscribe("job.created", stage)
+    await rig.bus.subscribe("firm.*.synced", later)
+    assert await rig.bus.publish("job.created", job(1))
+    await asyncio.wait_for(started.wait(), 10)
+    stopping = asyncio.create_task(rig.bus.stop())
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.wait_for(stopping, 20)
+    assert published == [True]
+    if rig.kind == "memory":
+        stored = len(await rig.stored())
+    else:
+        import nats
+
+        nc = await nats.connect(rig.url)
+        stored = (await nc.jetstream().stream_info("JOBS")).state.last_seq
+        await nc.close()
+    assert stored == 2
