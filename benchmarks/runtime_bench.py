@@ -92,47 +92,73 @@ def make_payload(i: int) -> EventPayload:
     )
 
 
-async def raw_publish_async(js: Any, bodies: list[bytes], ids: list[str]) -> float:
-    t0 = time.perf_counter()
-    futures = [
-        await js.publish_async(SUBJECT, b, headers={"Nats-Msg-Id": i})
-        for b, i in zip(bodies, ids, strict=True)
-    ]
-    for f in futures:
-        await f
-    return len(bodies) / (time.perf_counter() - t0)
+class Clock:
+    """Wall and CPU (this process) seconds of one measured piece of work."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.messages = 0
+
+    def __enter__(self) -> Clock:
+        self._w, self._c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.perf_counter() - self._w
+        self.cpu += time.process_time() - self._c
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.wall
+
+    @property
+    def cpu_us(self) -> float:
+        """Client CPU microseconds per message (robust to a noisy machine)."""
+        return self.cpu / self.messages * 1e6
 
 
-async def doc_publish(js: Any, bodies: list[bytes], ids: list[str]) -> float:
-    t0 = time.perf_counter()
-    for b, i in zip(bodies, ids, strict=True):
-        await js.publish(SUBJECT, b, headers={"Nats-Msg-Id": i})
-    return len(bodies) / (time.perf_counter() - t0)
+async def raw_publish_async(js: Any, bodies: list[bytes], clock: Clock) -> None:
+    ids = [new_event_id() for _ in bodies]
+    with clock:
+        futures = [
+            await js.publish_async(SUBJECT, b, headers={"Nats-Msg-Id": i})
+            for b, i in zip(bodies, ids, strict=True)
+        ]
+        for f in futures:
+            await f
+    clock.messages += len(bodies)
 
 
-async def bus_publish(bus: NATSEventBus, n: int) -> float:
-    t0 = time.perf_counter()
-    results = await bus.publish_many("event.happened", [make_payload(i) for i in range(n)])
-    rate = n / (time.perf_counter() - t0)
+async def doc_publish(js: Any, bodies: list[bytes], clock: Clock) -> None:
+    ids = [new_event_id() for _ in bodies]
+    with clock:
+        for b, i in zip(bodies, ids, strict=True):
+            await js.publish(SUBJECT, b, headers={"Nats-Msg-Id": i})
+    clock.messages += len(bodies)
+
+
+async def bus_publish(bus: NATSEventBus, n: int, clock: Clock) -> None:
+    with clock:
+        results = await bus.publish_many("event.happened", [make_payload(i) for i in range(n)])
+    clock.messages += n
     assert all(results), "a bus publish failed"
-    return rate
 
 
-async def raw_fetch(js: Any, durable: str, n: int, batch: int) -> float:
+async def raw_fetch(js: Any, durable: str, n: int, batch: int, clock: Clock) -> None:
     sub = await js.pull_subscribe_bind(durable=durable, stream="BENCH")
     got = 0
-    t0 = time.perf_counter()
-    while got < n:
-        msgs = await sub.fetch(batch, timeout=5)
-        for m in msgs:
-            await m.ack()
-        got += len(msgs)
-    rate = n / (time.perf_counter() - t0)
+    with clock:
+        while got < n:
+            msgs = await sub.fetch(batch, timeout=5)
+            for m in msgs:
+                await m.ack()
+            got += len(msgs)
+    clock.messages += n
     await sub.unsubscribe()
-    return rate
 
 
-async def bus_consume(url: str, topology: Any, n: int) -> float:
+async def bus_consume(url: str, topology: Any, n: int, clock: Clock) -> None:
     bus = NATSEventBus(url, topology=topology, service="svc-bench", startup_check="off")
     await bus.start()
     done = asyncio.Event()
@@ -144,12 +170,11 @@ async def bus_consume(url: str, topology: Any, n: int) -> float:
         if count >= n:
             done.set()
 
-    t0 = time.perf_counter()
-    await bus.subscribe("event.happened", handle)
-    await asyncio.wait_for(done.wait(), 120)
-    rate = n / (time.perf_counter() - t0)
+    with clock:
+        await bus.subscribe("event.happened", handle)
+        await asyncio.wait_for(done.wait(), 120)
+    clock.messages += n
     await bus.stop()
-    return rate
 
 
 async def add_raw_consumer(js: Any, name: str) -> None:
@@ -196,60 +221,64 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     await add_raw_consumer(js, "raw-100")
     await add_raw_consumer(js, "raw-10")
     n = args.messages
-    n_doc = max(500, n // 8)
+    n_doc = max(500, n // 10)
     bodies = [encode_envelope("event.happened", make_payload(i)) for i in range(n)]
     print(f"message size: {len(bodies[0])} bytes; {n} messages per variant, {args.rounds} rounds")
 
     bus = NATSEventBus(url, topology=topology, service="svc-bench", startup_check="off")
     await bus.start()
-    rates: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "raw_publish_async",
-            "bus_publish",
-            "doc_publish",
-            "raw_fetch100",
-            "bus_consume",
-            "doc_fetch10",
-        )
+    names = (
+        "raw_publish_async",
+        "bus_publish",
+        "doc_publish",
+        "raw_fetch100",
+        "bus_consume",
+        "doc_fetch10",
+    )
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    ratios: dict[str, list[float]] = {
+        k: [] for k in ("publish", "consume", "publish_cpu", "consume_cpu")
     }
-    pub_ratios: list[float] = []
-    con_ratios: list[float] = []
+    slices = args.slices
+    per = n // slices
     for r in range(args.rounds):
-        # publish: alternate which goes first
-        order = ["raw", "bus"] if r % 2 == 0 else ["bus", "raw"]
-        got: dict[str, float] = {}
-        for which in order:
-            await js.purge_stream("BENCH")
-            if which == "raw":
-                got[which] = await raw_publish_async(js, bodies, [new_event_id() for _ in bodies])
-            else:
-                got[which] = await bus_publish(bus, n)
-        rates["raw_publish_async"].append(got["raw"])
-        rates["bus_publish"].append(got["bus"])
-        pub_ratios.append(got["bus"] / got["raw"])
-        if r == 0 or not args.quick:
-            await js.purge_stream("BENCH")
-            ids = [new_event_id() for _ in range(n_doc)]
-            rates["doc_publish"].append(await doc_publish(js, bodies[:n_doc], ids))
-        # consume: the same n messages for each consumer
-        await fill(js, bodies)
-        order = ["raw", "bus"] if r % 2 == 1 else ["bus", "raw"]
-        for which in order:
-            if which == "raw":
-                got[which] = await raw_fetch(js, "raw-100", n, 100)
-            else:
-                got[which] = await bus_consume(url, topology, n)
-        rates["raw_fetch100"].append(got["raw"])
-        rates["bus_consume"].append(got["bus"])
-        con_ratios.append(got["bus"] / got["raw"])
-        if r == 0 or not args.quick:
-            rates["doc_fetch10"].append(await raw_fetch(js, "raw-10", n, 10))
+        clocks = {k: Clock() for k in names}
+        # Short alternating slices: load that drifts on a shared machine hits both alike.
+        for i in range(slices):
+            for which in ("raw", "bus") if (r + i) % 2 == 0 else ("bus", "raw"):
+                await js.purge_stream("BENCH")
+                if which == "raw":
+                    await raw_publish_async(js, bodies[:per], clocks["raw_publish_async"])
+                else:
+                    await bus_publish(bus, per, clocks["bus_publish"])
+        for i in range(slices):
+            await fill(js, bodies[:per])
+            for which in ("raw", "bus") if (r + i) % 2 == 1 else ("bus", "raw"):
+                if which == "raw":
+                    await raw_fetch(js, "raw-100", per, 100, clocks["raw_fetch100"])
+                else:
+                    await bus_consume(url, topology, per, clocks["bus_consume"])
+            await raw_fetch(js, "raw-10", per, 10, clocks["doc_fetch10"])
+        await js.purge_stream("BENCH")
+        await doc_publish(js, bodies[:n_doc], clocks["doc_publish"])
+        for k, c in clocks.items():
+            rates[k].append(c.rate)
+            cpu[k].append(c.cpu_us)
+        ratios["publish"].append(clocks["bus_publish"].rate / clocks["raw_publish_async"].rate)
+        ratios["consume"].append(clocks["bus_consume"].rate / clocks["raw_fetch100"].rate)
+        ratios["publish_cpu"].append(
+            clocks["raw_publish_async"].cpu_us / clocks["bus_publish"].cpu_us
+        )
+        ratios["consume_cpu"].append(clocks["raw_fetch100"].cpu_us / clocks["bus_consume"].cpu_us)
         print(
             f"round {r + 1}: publish raw {rates['raw_publish_async'][-1]:,.0f} "
-            f"bus {rates['bus_publish'][-1]:,.0f} msg/s (ratio {pub_ratios[-1]:.2f}); "
-            f"consume raw {rates['raw_fetch100'][-1]:,.0f} bus {rates['bus_consume'][-1]:,.0f} "
-            f"msg/s (ratio {con_ratios[-1]:.2f})",
+            f"bus {rates['bus_publish'][-1]:,.0f} doc {rates['doc_publish'][-1]:,.0f} msg/s "
+            f"(ratio {ratios['publish'][-1]:.2f}, cpu/msg raw {cpu['raw_publish_async'][-1]:.0f} "
+            f"bus {cpu['bus_publish'][-1]:.0f} us); consume raw {rates['raw_fetch100'][-1]:,.0f} "
+            f"bus {rates['bus_consume'][-1]:,.0f} doc {rates['doc_fetch10'][-1]:,.0f} msg/s "
+            f"(ratio {ratios['consume'][-1]:.2f}, cpu/msg raw {cpu['raw_fetch100'][-1]:.0f} "
+            f"bus {cpu['bus_consume'][-1]:.0f} us)",
             flush=True,
         )
 
@@ -257,7 +286,7 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         await js.purge_stream("BENCH")
         prof = cProfile.Profile()
         prof.enable()
-        await bus_publish(bus, n)
+        await bus_publish(bus, n, Clock())
         prof.disable()
         _profile("bus publish_many", prof, args.profile)
         await fill(js, bodies)
@@ -265,20 +294,24 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         await apply_plan(nc, await plan_changes(nc, topology))
         prof = cProfile.Profile()
         prof.enable()
-        await bus_consume(url, topology, n)
+        await bus_consume(url, topology, n, Clock())
         prof.disable()
         _profile("bus consume", prof, args.profile)
     await bus.stop()
     await nc.close()
-    med = {k: round(statistics.median(v)) for k, v in rates.items() if v}
+    med = {k: round(statistics.median(v)) for k, v in rates.items()}
+    med_cpu = {k: round(statistics.median(v), 1) for k, v in cpu.items()}
     return {
         "messages": n,
         "rounds": args.rounds,
         "msg_per_s": med,
-        "publish_ratio": round(statistics.median(pub_ratios), 3),
-        "consume_ratio": round(statistics.median(con_ratios), 3),
-        "publish_ratios": [round(x, 3) for x in pub_ratios],
-        "consume_ratios": [round(x, 3) for x in con_ratios],
+        "client_cpu_us_per_msg": med_cpu,
+        "publish_ratio": round(statistics.median(ratios["publish"]), 3),
+        "consume_ratio": round(statistics.median(ratios["consume"]), 3),
+        "publish_cpu_ratio": round(statistics.median(ratios["publish_cpu"]), 3),
+        "consume_cpu_ratio": round(statistics.median(ratios["consume_cpu"]), 3),
+        "publish_ratios": [round(x, 3) for x in ratios["publish"]],
+        "consume_ratios": [round(x, 3) for x in ratios["consume"]],
         "bus_vs_doc_publish": round(med["bus_publish"] / med["doc_publish"], 2),
         "bus_vs_doc_consume": round(med["bus_consume"] / med["doc_fetch10"], 2),
     }
@@ -288,14 +321,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--slices", type=int, default=4, help="alternations per round")
     ap.add_argument("--quick", action="store_true", help="fewer messages and rounds (< 60 s)")
     ap.add_argument(
         "--profile", type=int, nargs="?", const=25, default=0, help="cProfile, top N functions"
     )
     args = ap.parse_args()
     if args.quick:
-        args.messages = min(args.messages, 8_000)
+        args.messages = min(args.messages, 6_000)
         args.rounds = min(args.rounds, 3)
+        args.slices = min(args.slices, 2)
     started = time.perf_counter()
     with running_server() as server:
         result = asyncio.run(run(server.url, args))
