@@ -77,6 +77,11 @@ def main() -> int:
     ap.add_argument("--topics", type=int, default=2, help="topics per stream")
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node cluster case")
     ap.add_argument(
+        "--generated-on-cluster",
+        action="store_true",
+        help="also apply the generated topology with replicas 3 on the 3-node cluster (slow)",
+    )
+    ap.add_argument(
         "--concurrency", type=int, nargs="+", default=[1, 8], help="apply concurrency levels"
     )
     args = ap.parse_args()
@@ -103,6 +108,20 @@ def main() -> int:
         if not args.no_cluster:
             cases.append(
                 ("shipped R3, 3-node cluster", load_topology(shipped_path, "bench-cluster"), True)
+            )
+        if args.generated_on_cluster:
+            big_r3 = Path(tmp) / "generated-r3.yaml"
+            big_r3.write_text(
+                generate(args.streams, args.topics, args.consumers)
+                .replace("replicas: 1, max_age: 7d", "replicas: 3, max_age: 7d")
+                .replace("max_bytes: 1GiB", "max_bytes: 1MiB")
+            )
+            cases.append(
+                (
+                    f"generated R3 {args.streams} streams, 3-node cluster",
+                    load_topology(big_r3, "local"),
+                    True,
+                )
             )
         for base, topology, cluster in cases:
             for conc in args.concurrency:
