@@ -180,3 +180,25 @@ def test_generated_check_agrees_with_jsonschema(value: Any, which: int) -> None:
 )
 def test_generated_check_accepts_plain_valid_payloads(value: Any) -> None:
     assert compile_payload_check(SAMPLE_SCHEMAS[0])(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(max_size=20),
+    trace=st.none() | st.text(max_size=10),
+    data=st.dictionaries(st.text(max_size=5), json_values, max_size=4),
+)
+def test_envelope_is_the_json_of_its_fields(
+    text: str, trace: str | None, data: dict[str, Any]
+) -> None:
+    p = EventPayload(data=data, actor=text, tenant_id=text[::-1], trace_id=trace, event_id=text)
+    env = json.loads(encode_envelope(text, p))
+    assert env == {
+        "event_id": text,
+        "topic": text,
+        "occurred_at": p.occurred_at,
+        "actor": text,
+        "tenant_id": text[::-1],
+        "trace_id": trace,
+        "data": data,
+    }
