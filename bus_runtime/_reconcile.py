@@ -1069,8 +1069,16 @@ async def apply_plan(
     for c in steps:
         if id(c) not in first_ids:
             groups.setdefault(c.stream, []).append(c)
-    releasing = [g for g in groups.values() if any(_gives_up_subjects(c) for c in g)]
-    others = [g for g in groups.values() if not any(_gives_up_subjects(c) for c in g)]
+    for group in groups.values():
+        # Likewise inside a stream: a consumer that gives up filter subjects goes before
+        # one that takes them (a work-queue stream refuses overlapping filters, 10100).
+        group.sort(key=_step_rank)
+
+    def releases(group: list[Change]) -> bool:
+        return any(c.kind == "stream" and _gives_up_subjects(c) for c in group)
+
+    releasing = [g for g in groups.values() if releases(g)]
+    others = [g for g in groups.values() if not releases(g)]
     failures: list[ReconcileError] = []
     sem = asyncio.Semaphore(max(1, concurrency))
 
@@ -1107,12 +1115,23 @@ async def apply_plan(
 
 
 def _gives_up_subjects(change: Change) -> bool:
-    if change.kind != "stream" or change.action not in ("update", "replace"):
+    """A stream losing subjects, or a consumer losing filter subjects."""
+    if change.action not in ("update", "replace"):
         return False
-    for f in change.fields:
-        if f.field == "subjects" and set(f.before or ()) - set(f.after or ()):
-            return True
-    return False
+    name = "subjects" if change.kind == "stream" else "filter_subjects"
+    return any(
+        f.field == name and bool(set(f.before or ()) - set(f.after or ())) for f in change.fields
+    )
+
+
+def _step_rank(change: Change) -> int:
+    """Order inside one stream's group: consumer deletes, the stream, consumers giving
+    up filters, other consumers (a stable sort keeps the file's order otherwise)."""
+    if change.kind == "stream":
+        return 1
+    if change.action == "delete":
+        return 0
+    return 2 if _gives_up_subjects(change) else 3
 
 
 async def _apply_one(api: JetStreamApi, change: Change) -> None:

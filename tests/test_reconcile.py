@@ -506,3 +506,24 @@ async def test_lists_are_read_past_one_page(nc: Client) -> None:
     assert not plan.has_changes
     kinds = [c.kind for c in plan.unmanaged]
     assert (kinds.count("stream"), kinds.count("consumer")) == (300, 270)
+
+
+async def test_work_queue_filter_moves_to_a_new_consumer(nc: Client) -> None:
+    two = shop_edit(
+        ("      invoice.render: {publishers: [svc-billing]}\n",
+         "      invoice.render: {publishers: [svc-billing]}\n      invoice.mail: {}\n"),
+        ("renderer: {service: svc-billing, topics: [invoice.render]}",
+         "renderer: {service: svc-billing, topics: [invoice.render, invoice.mail]}"),
+    )  # fmt: skip
+    await converge(nc, two)
+    split = shop_edit(
+        ("      invoice.render: {publishers: [svc-billing]}\n",
+         "      invoice.render: {publishers: [svc-billing]}\n      invoice.mail: {}\n"),
+        ("      renderer: {service: svc-billing, topics: [invoice.render]}\n",
+         "      mailer: {service: svc-mail, topics: [invoice.mail]}\n"
+         "      renderer: {service: svc-billing, topics: [invoice.render]}\n"),
+    )  # fmt: skip
+    plan = await plan_changes(nc, split)
+    assert change(plan, "JOBS/mailer", "consumer").action == "create"
+    assert field_names(change(plan, "JOBS/renderer", "consumer")) == {"filter_subjects"}
+    await converge(nc, split)
