@@ -556,6 +556,13 @@ class _ConsumerRunner:
         except Exception as exc:
             await self._failed(msg, topic.name, payload, exc, time.perf_counter() - started)
             return
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the bus is cancelling this worker (stop timeout)
+            # a CancelledError raised by the handler's own code: a failure like any other
+            await self._failed(msg, topic.name, payload, exc, time.perf_counter() - started)
+            return
         elapsed = time.perf_counter() - started
         self._held.pop(id(msg), None)
         try:
@@ -587,7 +594,7 @@ class _ConsumerRunner:
             )
 
     async def _failed(
-        self, msg: Msg, topic: str, payload: EventPayload, exc: Exception, elapsed: float
+        self, msg: Msg, topic: str, payload: EventPayload, exc: BaseException, elapsed: float
     ) -> None:
         meta = msg.metadata
         n = meta.num_delivered

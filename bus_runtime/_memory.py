@@ -309,7 +309,10 @@ class MemoryEventBus:
             if handler is None:
                 raise BusError(f"no handler subscribed for topic `{topic.name}`")
             await handler(topic.name, payload)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise
             elapsed = time.perf_counter() - started
             error = f"{type(exc).__name__}: {exc}"
             if 0 < max_deliver <= n:

@@ -329,3 +329,24 @@ async def test_handler_finishing_during_stop_may_still_publish(rig: Rig) -> None
         stored = (await nc.jetstream().stream_info("JOBS")).state.last_seq
         await nc.close()
     assert stored == 2
+
+
+async def test_subscribe_before_start_and_a_handler_raising_cancelled(rig: Rig) -> None:
+    await rig.bus.stop()
+    bus = (
+        MemoryEventBus(topology=str(rig.path), service="svc-a", time_scale=1.0)
+        if rig.kind == "memory"
+        else NATSEventBus(rig.url or "", topology=str(rig.path), service="svc-a")
+    )
+    attempts: Counter[int] = Counter()
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        attempts[payload.data["n"]] += 1
+        if attempts[payload.data["n"]] == 1:
+            raise asyncio.CancelledError  # the handler's own, not the bus stopping it
+
+    await bus.subscribe("job.created", handle)  # before start: begins at start
+    await bus.start()
+    assert all(await bus.publish_many("job.created", [job(i) for i in range(6)]))
+    await eventually(lambda: attempts == Counter(dict.fromkeys(range(6), 2)))
+    await bus.stop()
