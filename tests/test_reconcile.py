@@ -202,6 +202,8 @@ async def test_replace_refused_without_flag_then_recreated(nc_each: Client, case
     plan = await plan_changes(nc, after)
     c = change(plan, name, kind)
     assert c.action == "replace", plan.to_text()
+    if kind == "stream":
+        assert c.note.startswith("holds 1 message,")  # what the replace loses
     assert [f.effect for f in c.fields if f.field == fld] == ["replace"]
     assert plan.refused_without_flag
     if kind == "stream":

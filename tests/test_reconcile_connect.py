@@ -139,3 +139,28 @@ def test_missing_credentials_file_is_one_line(capsys: pytest.CaptureFixture[str]
         "natstopo plan: error: cannot connect to nats://127.0.0.1:1: "
         "credentials file /no/such.creds not found\n"
     )
+
+
+def test_server_without_jetstream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import free_port
+
+    port = free_port()
+    binary = available_servers()[-1].path
+    proc = subprocess.Popen(
+        [str(binary), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            threading.Event().wait(0.05)
+        code, err = plan(capsys, "-s", f"nats://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert code == 1
+    assert err.startswith("natstopo plan: error: JetStream is not enabled on the server")
+    assert err.count("\n") == 1
