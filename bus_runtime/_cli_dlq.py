@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import base64
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -272,7 +273,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     if not args.all and not args.seq:
-        print("natstopo dlq replay: give --seq N (repeatable) or --all", flush=True)
+        print("natstopo dlq replay: error: give --seq N (repeatable) or --all", file=sys.stderr)
         return EXIT_ERROR
     topology = _topology(args)
 
