@@ -237,12 +237,49 @@ def _syntax_error(file: str, exc: yaml.MarkedYAMLError, text: str) -> TopologyEr
     return TopologyError(file, line, col, "", f"YAML syntax error: {problem}")
 
 
+# PyYAML's C composer recurses once per nesting level and overflows the C stack (the
+# process dies, no exception) somewhere past 10,000 levels; the builder here recurses in
+# Python. A topology nests about 8 levels deep.
+MAX_DEPTH = 100
+
+
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """Where (line, column) the nesting first goes deeper than MAX_DEPTH, or None.
+
+    Nesting needs a bracket or indentation, so most files are cleared by counting; the
+    others are measured on the parser's events, which involves no recursion.
+    """
+    longest = max(map(len, text.splitlines()), default=0)
+    if text.count("[") + text.count("{") + 2 * longest + 2 <= MAX_DEPTH:
+        return None
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while (event := loader.get_event()) is not None:
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    return (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # a syntax error: composing reports it, before any deep recursion
+    finally:
+        loader.dispose()
+    return None
+
+
 def load_yaml(text: str, file: str) -> tuple[Any, Locations, list[TopologyError]]:
     """Parse one YAML document into plain data, its locations and any errors found.
 
     Syntax errors, several documents and duplicate keys come back as errors, never raised.
     """
     locs = Locations(file)
+    deep = _too_deep(text)
+    if deep is not None:
+        message = f"the document nests deeper than {MAX_DEPTH} levels; a topology needs about 8"
+        return None, locs, [TopologyError(file, *deep, "", message)]
     loader = _Loader(text)
     try:
         try:
