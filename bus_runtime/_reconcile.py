@@ -25,7 +25,9 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from nats.aio.client import Client
@@ -1200,13 +1202,20 @@ def reconcile(
             servers=servers if isinstance(servers, str) else tuple(servers)
         )
     )
-    return asyncio.run(
-        reconcile_async(
-            options,
-            topology,
-            apply=apply,
-            allow_destructive=allow_destructive,
-            progress=progress,
-            concurrency=concurrency,
-        )
+    work = partial(
+        reconcile_async,
+        options,
+        topology,
+        apply=apply,
+        allow_destructive=allow_destructive,
+        progress=progress,
+        concurrency=concurrency,
     )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work())
+    # Called from inside an event loop (a Pulumi program, a notebook): asyncio.run would
+    # refuse, so the work gets a loop of its own in another thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(work())).result()

@@ -227,8 +227,8 @@ async def import_topology(
     infos = sorted(await api.list_streams(), key=lambda i: str(i["config"]["name"]))
     configs = {str(i["config"]["name"]): i["config"] for i in infos}
     skipped: list[str] = []
-    owners = {(c.get("metadata") or {}).get(MARK_TOPOLOGY) for c in configs.values()}
-    owners.discard(None)
+    marks = ((c.get("metadata") or {}).get(MARK_TOPOLOGY) for c in configs.values())
+    owners: set[str] = {m for m in marks if isinstance(m, str)}
     topo_name = _topology_name(name or (owners.pop() if len(owners) == 1 else "imported"))
 
     # -- subjects: dead letters, prefixes and topic names

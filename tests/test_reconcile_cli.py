@@ -188,3 +188,12 @@ def test_blocking_reconcile_helper(nats_server: NatsServer) -> None:
     assert len(done.steps) == 20 == len(lines)
     again = reconcile(nats_server.url, topology)
     assert not again.changed and not again.plan.has_changes
+
+
+async def test_blocking_helper_inside_an_event_loop(nats_server: NatsServer) -> None:
+    from reconcile_helpers import shop
+
+    from bus_runtime._reconcile import reconcile
+
+    result = reconcile(nats_server.url, shop())
+    assert len(result.steps) == 5  # 2 streams, 3 consumers
