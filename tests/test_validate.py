@@ -200,6 +200,28 @@ def test_python_tags_are_refused(tmp_path: Path) -> None:
     assert "could not determine a constructor" in message
 
 
+@pytest.mark.parametrize("depth", [101, 100_000])
+def test_deep_flow_nesting_is_refused_not_a_crash(tmp_path: Path, depth: int) -> None:
+    # 30,000 levels overflowed the C stack of PyYAML's composer: the process died.
+    text = (
+        "version: 1\nname: x\nstreams:\n  A:\n    topics: {a: {}}\n"
+        f"    description: {'[' * depth}{']' * depth}\n"
+    )
+    # The 101st collection: root, streams, A, then the 98th bracket.
+    message = one(check(tmp_path, text), 6, 18 + 97, "")
+    assert message == "the document nests deeper than 100 levels; a topology needs about 8"
+
+
+def test_deep_block_nesting_is_refused(tmp_path: Path) -> None:
+    nested = "".join(" " * (6 + i) + "-\n" for i in range(120))
+    text = (
+        f"version: 1\nname: x\nstreams:\n  A:\n    topics: {{a: {{}}}}\n    description:\n{nested}"
+    )
+    # Root, streams and A are 3 levels; the 98th `-` (line 7 + 97) is the 101st.
+    message = one(check(tmp_path, text), 104, 104, "")
+    assert "nests deeper than 100 levels" in message
+
+
 def test_recursive_alias_is_an_error_not_a_crash(tmp_path: Path) -> None:
     errors = check(tmp_path, "version: 1\nname: x\nstreams: &a\n  A: *a\n")
     assert len(errors) == 1
@@ -740,6 +762,36 @@ def test_unparsable_or_negative_duration_and_size(
     )
     message = one(errors, 6, 7 + len(field), f"streams.A.{field}")
     assert essence in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "max_bytes",
+            "1k",
+            "'1k' is not written as a size: units are KB, MB, GB, TB (powers of 1000) and "
+            "KiB, MiB, GiB, TiB (powers of 1024) (did you mean '1KiB'?)",
+        ),
+        ("max_msg_size", "1Kb", "(did you mean '1KB'?)"),
+        ("max_age", "' 30s'", "' 30s' is not written as a duration (did you mean '30s'?)"),
+    ],
+)
+def test_size_or_duration_the_parser_reads_but_the_schema_refuses(
+    tmp_path: Path, field: str, value: str, message: str
+) -> None:
+    errors = check(
+        tmp_path,
+        f"""\
+        version: 1
+        name: shop
+        streams:
+          A:
+            topics: {{a: {{}}}}
+            {field}: {value}
+        """,
+    )
+    assert message in one(errors, 6, 7 + len(field), f"streams.A.{field}")
 
 
 @pytest.mark.parametrize("value", ["2x", "1.5", "-1s"])
@@ -1481,6 +1533,23 @@ def test_undeclared_publisher_and_consumer_service(tmp_path: Path) -> None:
     assert errors[2].message == (
         "service `svc-mial` is not declared under `services` (did you mean `svc-mail`?)"
     )
+
+
+def test_invalid_publisher_name(tmp_path: Path) -> None:
+    errors = check(
+        tmp_path,
+        """\
+        version: 1
+        name: shop
+        services: {svc-a: {}}
+        streams:
+          A:
+            topics: {a: {publishers: [svc-a, Svc_A]}}
+        """,
+    )
+    assert places(errors) == [(6, 38, "streams.A.topics.a.publishers[1]")] * 2
+    assert errors[0].message.startswith("`Svc_A` is not a valid service name")
+    assert errors[1].message.startswith("publisher `Svc_A` is not declared under `services`")
 
 
 def test_services_section_missing(tmp_path: Path) -> None:
