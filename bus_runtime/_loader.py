@@ -982,10 +982,11 @@ class _Checker:
                 self._where(cs.get("opt_start_seq"), cpath),
                 "opt_start_seq is only used with deliver_policy: by_start_sequence",
             )
-        if v["deliver_policy"] == "last_per_subject" and not filters and not topics:
+        if v["deliver_policy"] == "last_per_subject" and not isinstance(listed, list):
+            # Without `topics` the consumer has no filter subject, which the server refuses.
             self.err(
                 self._where(cs.get("deliver_policy"), cpath),
-                "deliver_policy last_per_subject needs topics (a filter)",
+                "deliver_policy last_per_subject needs topics (a filter) (server error 10094)",
             )
         svc = str(c["service"]) if isinstance(c.get("service"), str) else ""
         line, col = self.locs.of_key(cpath)
