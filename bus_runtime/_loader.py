@@ -461,6 +461,7 @@ class _Checker:
     def check_structure(self) -> None:
         services = self.mapping("services")
         streams = self.streams()
+        self._check_byte_lengths(streams)
         topic_owner: dict[str, str] = {}
         for sname, s in streams.items():
             for tname, t in self._topics(s).items():
@@ -564,6 +565,39 @@ class _Checker:
                                 f"`{sname}` does not declare" + _did_you_mean(cname, declared),
                                 at_key=True,
                             )
+
+    def _check_byte_lengths(self, streams: dict[str, dict[str, Any]]) -> None:
+        """The server measures names and descriptions in UTF-8 bytes; the schema, in characters."""
+
+        def check(path: KeyPath, text: object, limit: int, what: str, at_key: bool) -> None:
+            if isinstance(text, str) and len(text) <= limit < len(text.encode("utf-8")):
+                size = len(text.encode("utf-8"))
+                self.err(
+                    path,
+                    f"{what} is {size} bytes long in UTF-8; the server allows {limit}",
+                    at_key=at_key,
+                )
+
+        places: list[tuple[KeyPath, dict[str, Any]]] = []
+        for sname, s in streams.items():
+            spath: KeyPath = ("streams", sname)
+            check(spath, sname, 255, f"stream name `{sname}`", True)
+            places.append((spath, s))
+            consumers = s.get("consumers")
+            for cname, c in (consumers if isinstance(consumers, dict) else {}).items():
+                cpath: KeyPath = (*spath, "consumers", cname)
+                check(cpath, cname, 255, f"consumer name `{cname}`", True)
+                places.append((cpath, c))
+        for env in self.mapping("environments"):
+            for sname, so in self.mapping("environments", env, "streams").items():
+                spath = ("environments", env, "streams", sname)
+                places.append((spath, so))
+                consumers = so.get("consumers") if isinstance(so, dict) else None
+                for cname, c in (consumers if isinstance(consumers, dict) else {}).items():
+                    places.append(((*spath, "consumers", cname), c))
+        for path, node in places:
+            if isinstance(node, dict):
+                check((*path, "description"), node.get("description"), 4096, "description", False)
 
     def _topics(self, s: dict[str, Any]) -> dict[str, Any]:
         t = s.get("topics")
