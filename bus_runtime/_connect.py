@@ -99,7 +99,7 @@ class ConnectOptions:
             if not os.path.isfile(path):
                 return f"{what} file {path} not found"
             if importlib.util.find_spec("nkeys") is None:
-                return f"a {what} file needs the nkeys package: pip install 'nats-py[nkeys]'"
+                return f"a {what} file needs the nkeys package: pip install 'natstopo[nkeys]' (or 'nats-py[nkeys]')"
         return None
 
     def tls_context(self) -> ssl.SSLContext | None:
