@@ -1472,6 +1472,84 @@ def test_workqueue_made_by_environment(tmp_path: Path) -> None:
     )
     message = one(errors, 9, 7, "streams.A.consumers.two")
     assert "consumers `one` and `two` of work-queue stream `A` overlap" in message
+    assert message.endswith("(in environment `dev`)")
+
+
+def test_last_per_subject_needs_topics(tmp_path: Path) -> None:
+    errors = check(
+        tmp_path,
+        """\
+        version: 1
+        name: shop
+        services: {svc-a: {}, svc-b: {}}
+        streams:
+          A:
+            topics: {a: {}, b: {}}
+            consumers:
+              latest: {service: svc-a, deliver_policy: last_per_subject}
+              filtered: {service: svc-b, topics: [a], deliver_policy: last_per_subject}
+        """,
+    )
+    message = one(errors, 8, 48, "streams.A.consumers.latest.deliver_policy")
+    assert message == "deliver_policy last_per_subject needs topics (a filter) (server error 10094)"
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [("É" * 127, False), ("É" * 128, True), ("x" * 255, False)],
+)
+def test_stream_and_consumer_name_length_is_in_bytes(tmp_path: Path, name: str, bad: bool) -> None:
+    errors = check(
+        tmp_path,
+        f"""\
+        version: 1
+        name: shop
+        services: {{svc-a: {{}}}}
+        streams:
+          {name}:
+            topics: {{a: {{}}}}
+            consumers:
+              {name}: {{service: svc-a}}
+        """,
+    )
+    if not bad:
+        assert errors == []
+        return
+    assert places(errors) == [(5, 3, f"streams.{name}"), (8, 7, f"streams.{name}.consumers.{name}")]
+    assert (
+        errors[0].message
+        == f"stream name `{name}` is 256 bytes long in UTF-8; the server allows 255"
+    )
+    assert errors[1].message.startswith(f"consumer name `{name}` is 256 bytes long")
+
+
+def test_description_length_is_in_bytes(tmp_path: Path) -> None:
+    long = "é" * 2049
+    errors = check(
+        tmp_path,
+        f"""\
+        version: 1
+        name: shop
+        services: {{svc-a: {{}}}}
+        streams:
+          A:
+            description: {long}
+            topics: {{a: {{}}}}
+            consumers:
+              c: {{service: svc-a, description: {"é" * 2048}}}
+        environments:
+          dev:
+            streams:
+              A:
+                consumers:
+                  c: {{description: {long}}}
+        """,
+    )
+    assert places(errors) == [
+        (6, 18, "streams.A.description"),
+        (15, 28, "environments.dev.streams.A.consumers.c.description"),
+    ]
+    assert errors[0].message == "description is 4098 bytes long in UTF-8; the server allows 4096"
 
 
 # -- references ------------------------------------------------------------------------
