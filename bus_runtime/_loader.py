@@ -921,6 +921,13 @@ class _Checker:
                     f"duplicate_window {format_duration(dw)} is longer than max_age "
                     f"{format_duration(max_age)} of stream `{sname}`; the server refuses it",
                 )
+        marker_ttl = v["subject_delete_marker_ttl"]
+        if isinstance(marker_ttl, int) and 0 < marker_ttl < SECOND:
+            self.err(
+                self._where(ss.get("subject_delete_marker_ttl"), spath),
+                f"subject_delete_marker_ttl {format_duration(marker_ttl)} is below the server's "
+                "minimum of 1s",
+            )
         if v["discard_new_per_subject"]:
             mps = v["max_msgs_per_subject"]
             if v["discard"] != "new" or not (isinstance(mps, int) and mps > 0):
@@ -1006,6 +1013,13 @@ class _Checker:
                     f"on a {retention} stream consumer replicas must equal the stream's "
                     f"({stream_replicas}), got {rep} (server error 10134)",
                 )
+        expires = v["max_request_expires"]
+        if isinstance(expires, int) and 0 < expires < MS:
+            self.err(
+                self._where(cs.get("max_request_expires"), cpath),
+                f"max_request_expires {format_duration(expires)} is below the server's minimum "
+                "of 1ms (server error 10115)",
+            )
         if v["deliver_policy"] == "by_start_sequence" and v["opt_start_seq"] is None:
             self.err(
                 self._where(cs.get("deliver_policy"), cpath),
