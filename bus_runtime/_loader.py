@@ -679,9 +679,11 @@ class _Checker:
                 delays = self._parse_each(v, setting.path) if isinstance(v, list) else None
                 return tuple(delays) if delays is not None else None
             if key in DURATION_FIELDS:
-                return parse_duration(v)
+                return _int64(parse_duration(v), v, duration=True)
             if key in SIZE_FIELDS:
-                return parse_size(v)
+                return _int64(parse_size(v), v)
+            if isinstance(v, int) and not isinstance(v, bool):
+                return _int64(v, v)
         except UnitError as exc:
             if setting.path is not None:
                 self.bad_paths.add(setting.path)
@@ -698,7 +700,7 @@ class _Checker:
         out = []
         for i, item in enumerate(items):
             try:
-                out.append(parse_duration(item))
+                out.append(_int64(parse_duration(item), item, duration=True))
             except UnitError as exc:
                 if path is not None and (*path, i) not in self.bad_paths:
                     self.bad_paths.add((*path, i))
@@ -1020,7 +1022,7 @@ class _Checker:
                 f"max_request_expires {format_duration(expires)} is below the server's minimum "
                 "of 1ms (server error 10115)",
             )
-        if v["deliver_policy"] == "by_start_sequence" and v["opt_start_seq"] is None:
+        if v["deliver_policy"] == "by_start_sequence" and cs.get("opt_start_seq") is None:
             self.err(
                 self._where(cs.get("deliver_policy"), cpath),
                 "deliver_policy by_start_sequence needs opt_start_seq",
@@ -1076,6 +1078,18 @@ class _Checker:
                     )
             for f in filters:
                 index.add(f, c.name)
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _int64(n: int, written: object, *, duration: bool = False) -> int:
+    """`n`, when the server's 64-bit fields can hold it (it refuses the JSON otherwise)."""
+    if n <= _INT64_MAX:
+        return n
+    if duration:
+        raise UnitError(f"{written!r} is too long: the server takes at most 2**63-1 ns (292 years)")
+    raise UnitError(f"{written!r} is too large: the server takes at most 2**63-1")
 
 
 def _article(word: str) -> str:
