@@ -794,6 +794,63 @@ def test_size_or_duration_the_parser_reads_but_the_schema_refuses(
     assert message in one(errors, 6, 7 + len(field), f"streams.A.{field}")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "column", "essence"),
+    [
+        ("max_age", "200000d", 14, "'200000d' is too long: the server takes at most 2**63-1 ns"),
+        ("max_msgs", "9223372036854775808", 15, "is too large: the server takes at most 2**63-1"),
+        ("max_bytes", "9000PB", 16, "'9000PB' is not a size"),
+        ("max_bytes", "10000000TB", 16, "'10000000TB' is too large"),
+    ],
+)
+def test_values_beyond_64_bits(
+    tmp_path: Path, field: str, value: str, column: int, essence: str
+) -> None:
+    errors = check(
+        tmp_path,
+        f"""\
+        version: 1
+        name: shop
+        streams:
+          A:
+            topics: {{a: {{}}}}
+            {field}: {value}
+        """,
+    )
+    assert essence in one(errors, 6, column, f"streams.A.{field}")
+
+
+def test_subject_delete_marker_ttl_and_max_request_expires_minimums(tmp_path: Path) -> None:
+    errors = check(
+        tmp_path,
+        """\
+        version: 1
+        name: shop
+        services: {svc-a: {}, svc-b: {}}
+        streams:
+          A:
+            subject_delete_marker_ttl: 500ms
+            topics: {a: {}}
+            consumers:
+              c: {service: svc-a, max_request_expires: 999us}
+              d: {service: svc-b, max_request_expires: 1ms, topics: [a]}
+          B:
+            subject_delete_marker_ttl: 1s
+            topics: {b: {}}
+        """,
+    )
+    assert places(errors) == [
+        (6, 32, "streams.A.subject_delete_marker_ttl"),
+        (9, 48, "streams.A.consumers.c.max_request_expires"),
+    ]
+    assert errors[0].message == (
+        "subject_delete_marker_ttl 500ms is below the server's minimum of 1s"
+    )
+    assert errors[1].message == (
+        "max_request_expires 999us is below the server's minimum of 1ms (server error 10115)"
+    )
+
+
 @pytest.mark.parametrize("value", ["2x", "1.5", "-1s"])
 def test_unparsable_backoff_item(tmp_path: Path, value: str) -> None:
     errors = check(
