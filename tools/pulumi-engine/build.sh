@@ -10,8 +10,9 @@
 #   pulumi-language-python-exec    script from the sdk/v3 module, beside the host
 #   pulumi-resource-pulumi-python  dynamic-provider plugin script from the sdk/v3 module
 #   pulumi-resource-kubernetes     github.com/pulumi/pulumi-kubernetes/provider/v4 (kubernetes/)
-# <key> changes whenever a go.mod, go.sum, a main.go, this script or the Go version changes;
-# a stamp file makes a second run return at once. Only Go modules are downloaded.
+# <key> changes whenever a version below, RECIPE, a go.mod, go.sum or main.go, or the Go
+# version changes; a stamp file makes a second run return at once. Only Go modules are
+# downloaded.
 #
 # Usage: build.sh            build if needed, print the bin folder
 #        build.sh --locate   print the bin folder if the engine is there, else exit 1 (no build)
@@ -25,10 +26,14 @@ CACHE=${NATSTOPO_CACHE:-$HOME/.cache/natstopo}
 # pulumi-cloud-sdk version that is not served). The provider module has only pseudo-versions.
 PULUMI_VERSION=3.274.1
 K8S_PROVIDER_VERSION=4.0.0-20260115033456-f47bc2d6f199
+# Bump when the build steps change what is built (log output and comments do not count).
+RECIPE=1
 BINARIES="pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python pulumi-resource-kubernetes"
 
 START=$SECONDS
 log() { echo "[pulumi-engine +$((SECONDS - START))s] $*" >&2; }
+# Runs a go command with its hundreds of "go: downloading" lines left out (errors stay).
+quiet_go() { "$@" 2>&1 | { grep -v '^go: downloading ' || true; } >&2; }
 
 mode=build
 if [ "${1:-}" = "--locate" ]; then mode=locate; fi
@@ -47,8 +52,8 @@ fi
 
 key_input() {
     go env GOVERSION GOOS GOARCH
-    echo "$PULUMI_VERSION $K8S_PROVIDER_VERSION"
-    (cd "$HERE" && cat build.sh ./*/go.mod ./*/go.sum ./*/main.go ./*/*/main.go)
+    echo "$PULUMI_VERSION $K8S_PROVIDER_VERSION $RECIPE"
+    (cd "$HERE" && cat ./*/go.mod ./*/go.sum ./*/main.go ./*/*/main.go)
 }
 KEY="v${PULUMI_VERSION}-$(key_input | sha256sum | cut -c1-12)"
 ROOT="$CACHE/pulumi/$KEY"
@@ -82,13 +87,13 @@ LDFLAGS_COMMON="-s -w"
 log "building on $(go env GOVERSION), $(nproc 2>/dev/null || echo ?) cores, into $BIN"
 
 log "step 1/4: pulumi CLI (pkg/v3 v$PULUMI_VERSION)"
-(cd "$HERE/cli" && go build -trimpath \
+(cd "$HERE/cli" && quiet_go go build -trimpath \
     -ldflags "$LDFLAGS_COMMON -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
     -o "$WORK/bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
 log "step 1/4: done"
 
 log "step 2/4: Python language host (sdk/v3 v$PULUMI_VERSION)"
-(cd "$HERE/language-python" && go build -trimpath \
+(cd "$HERE/language-python" && quiet_go go build -trimpath \
     -ldflags "$LDFLAGS_COMMON -X main.version=$PULUMI_VERSION" \
     -o "$WORK/bin/pulumi-language-python" .)
 log "step 2/4: done"
@@ -103,7 +108,8 @@ log "step 4/4: Kubernetes provider (provider/v4 $K8S_PROVIDER_VERSION)"
 # The provider's main embeds files that its `go generate` writes; write them beside a copy
 # of the wrapper package (the work tree stays untouched).
 cp -R "$HERE/kubernetes" "$WORK/kubernetes"
-(cd "$WORK/kubernetes" && go run ./embedgen -version "$K8S_PROVIDER_VERSION" -out . && go build -trimpath \
+(cd "$WORK/kubernetes" && quiet_go go run ./embedgen -version "$K8S_PROVIDER_VERSION" -out . &&
+    quiet_go go build -trimpath \
     -ldflags "$LDFLAGS_COMMON -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$K8S_PROVIDER_VERSION" \
     -o "$WORK/bin/pulumi-resource-kubernetes" .)
 log "step 4/4: done"
