@@ -141,6 +141,18 @@ def test_several_documents(tmp_path: Path) -> None:
     assert "several YAML documents" in message
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r", "\x85", "\u2028"])
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_line_breaks_and_byte_order_mark_keep_the_places(
+    tmp_path: Path, newline: str, bom: str
+) -> None:
+    text = "version: 1\nname: x\nstreams:\n  A:\n    retention: workque\n    topics: {a: {}}\n"
+    path = tmp_path / "topology.yaml"
+    path.write_bytes((bom + text.replace("\n", newline)).encode("utf-8"))
+    _, errors = check_topology(path)
+    assert places(errors) == [(5, 16, "streams.A.retention")]
+
+
 # -- YAML syntax -----------------------------------------------------------------------
 
 
