@@ -118,13 +118,27 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+class _TooManyValues(Exception):
+    """Aliases expand the document beyond the builder's budget (a "billion laughs")."""
+
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader, locs: Locations) -> None:
+    def __init__(self, loader: yaml.SafeLoader, locs: Locations, budget: int) -> None:
         self.loader = loader
         self.locs = locs
         self.errors: list[TopologyError] = []
+        # Values left to build. Without aliases a document has fewer values than
+        # characters; nested aliases can multiply that without bound (ten levels of ten
+        # `*a` are 10**10 values from 300 bytes), which would hang the validator.
+        self.budget = budget
 
     def build(self, node: yaml.Node, path: Path) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooManyValues(node)
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR:
                 return node.value
@@ -291,11 +305,19 @@ def load_yaml(text: str, file: str) -> tuple[Any, Locations, list[TopologyError]
         if node is None:
             return None, locs, []
         locs.root = node
-        builder = _Builder(loader, locs)
+        budget = 100_000 + 50 * len(text)
+        builder = _Builder(loader, locs, budget)
         try:
             data = builder.build(node, ())
         except yaml.MarkedYAMLError as exc:
             return None, locs, [_syntax_error(file, exc, text)]
+        except _TooManyValues as exc:
+            line, col = _mark(exc.node)
+            message = (
+                f"aliases (`*name`) expand the document to over {budget:,} values; "
+                "write the values out, or nest fewer aliases"
+            )
+            return None, locs, [TopologyError(file, line, col, "", message)]
         except (yaml.YAMLError, ValueError, RecursionError) as exc:
             return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {exc}")]
         return data, locs, builder.errors
