@@ -283,6 +283,10 @@ class _Publisher:
             status = msg.headers.get("Status") if msg.headers else None
             self._retry(p, "no responders" if status == "503" else f"status {status}")
             return
+        if b'"error"' not in data:
+            # a PubAck ({"stream":..,"seq":..[,"duplicate":true]}): stored, or stored before
+            self._finish(p, True, None)
+            return
         try:
             resp = json.loads(data)
         except ValueError:
