@@ -15,6 +15,7 @@ import gc
 import hashlib
 import json
 import os
+import reprlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -356,7 +357,7 @@ class _Checker:
         if kind == "enum":
             choices = [str(c) for c in sub.get("enum", [])]
             hint = _did_you_mean(str(e.instance), choices)
-            self.err(path, f"{e.instance!r} is not one of {', '.join(choices)}{hint}")
+            self.err(path, f"{_short(e.instance)} is not one of {', '.join(choices)}{hint}")
         elif kind == "required":
             missing = e.message.split("'")[1] if "'" in e.message else e.message
             self.err(path, f"missing required key `{missing}`")
@@ -365,7 +366,7 @@ class _Checker:
             if isinstance(expected, list):
                 expected = " or ".join(expected)
             got = (
-                f"{type(e.instance).__name__} ({e.instance!r})"
+                f"{type(e.instance).__name__} ({_short(e.instance)})"
                 if e.instance is not None
                 else "nothing (null)"
             )
@@ -376,19 +377,25 @@ class _Checker:
             lo = sub.get("minimum")
             hi = sub.get("maximum")
             if sub.get("$ref") or (leaf in DURATION_FIELDS | SIZE_FIELDS):
-                self.err(path, f"{e.instance!r} is out of range")
+                self.err(path, f"{_short(e.instance)} is out of range")
             elif lo is not None and hi is not None:
-                self.err(path, f"`{leaf}` must be between {lo} and {hi}; got {e.instance}")
+                self.err(path, f"`{leaf}` must be between {lo} and {hi}; got {_short(e.instance)}")
             elif lo is not None:
-                self.err(path, f"`{leaf}` must be at least {lo}; got {e.instance}")
+                self.err(path, f"`{leaf}` must be at least {lo}; got {_short(e.instance)}")
             else:
-                self.err(path, f"`{leaf}` must be at most {hi}; got {e.instance}")
+                self.err(path, f"`{leaf}` must be at most {hi}; got {_short(e.instance)}")
         elif kind == "const" and path == ("version",):
             self.err(
-                path, f"unsupported format version {e.instance!r}: this natstopo reads version 1"
+                path,
+                f"unsupported format version {_short(e.instance)}: this natstopo reads version 1",
             )
         elif kind == "not" and leaf == "max_deliver":
             self.err(path, "`max_deliver` cannot be 0: use a positive number, or -1 for unlimited")
+        elif kind == "maxLength" and isinstance(e.instance, str):
+            self.err(
+                path,
+                f"`{leaf}` is {len(e.instance)} characters long; at most {e.validator_value}",
+            )
         elif kind == "minItems":
             self.err(path, f"`{leaf}` must not be empty")
         elif kind == "uniqueItems":
@@ -396,7 +403,7 @@ class _Checker:
         elif kind == "minProperties":
             self.err(path, f"`{leaf}` must declare at least one entry")
         else:
-            self.err(path, e.message)
+            self.err(path, _clip(e.message, 200))
 
     def _name_message(self, parent: KeyPath, key: str) -> str:
         kind = _NAME_KINDS.get(parent)
@@ -423,7 +430,7 @@ class _Checker:
         return f"`{key}` is not a valid {kind}"
 
     def _pattern_message(self, leaf: str, e: ValidationError) -> str:
-        value = e.instance
+        value = _clip(e.instance, 80) if isinstance(e.instance, str) else e.instance
         in_backoff = len(e.absolute_path) >= 2 and e.absolute_path[-2] == "backoff"
         if leaf in DURATION_FIELDS or in_backoff:
             try:
@@ -455,7 +462,7 @@ class _Checker:
             return f"`{value}` is not a valid system name: lower-case letters, digits and `-`"
         if e.validator_value == NAME_PATTERN:
             return f"`{value}` is not a valid name"
-        return f"{value!r} does not have the expected form"
+        return f"{_short(value)} does not have the expected form"
 
     # -- 2. references that do not depend on the environment ---------------------------
     def check_structure(self) -> None:
@@ -1078,6 +1085,22 @@ class _Checker:
                     )
             for f in filters:
                 index.add(f, c.name)
+
+
+# Values shown in messages are cut short: a whole mapping given where a string belongs
+# would otherwise print itself into one error line.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlist = _REPR.maxdict = 4
+_REPR.maxlevel = 2
+
+
+def _short(value: object) -> str:
+    return _REPR.repr(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _INT64_MAX = 2**63 - 1
