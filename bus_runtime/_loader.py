@@ -535,11 +535,12 @@ class _Checker:
                             )
                 if isinstance(svc, str):
                     for tname in names:
-                        if (svc, tname) in taken and tname in own_topics:
+                        other = taken.get((svc, tname), cname)
+                        if other != cname and tname in own_topics:
                             self.err(
                                 cpath,
                                 f"service `{svc}` already consumes topic `{tname}` through consumer "
-                                f"`{taken[(svc, tname)]}`; one consumer per service and topic, so "
+                                f"`{other}`; one consumer per service and topic, so "
                                 "`subscribe(topic)` is unambiguous",
                                 at_key=True,
                             )
