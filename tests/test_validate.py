@@ -234,6 +234,21 @@ def test_deep_block_nesting_is_refused(tmp_path: Path) -> None:
     assert "nests deeper than 100 levels" in message
 
 
+def test_nested_alias_expansion_is_refused_not_a_hang(tmp_path: Path) -> None:
+    # Nine levels of ten aliases are 10**10 values from a few hundred bytes.
+    levels = "".join(
+        f"      k{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)
+    )
+    text = (
+        "version: 1\nname: x\nstreams:\n  A:\n    topics: {a: {}}\n    metadata:\n"
+        "      k0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + levels
+    )
+    errors = check(tmp_path, text)
+    assert len(errors) == 1
+    assert errors[0].line == 7
+    assert errors[0].message.startswith("aliases (`*name`) expand the document to over ")
+
+
 def test_recursive_alias_is_an_error_not_a_crash(tmp_path: Path) -> None:
     errors = check(tmp_path, "version: 1\nname: x\nstreams: &a\n  A: *a\n")
     assert len(errors) == 1
@@ -633,6 +648,35 @@ def test_float_is_not_an_integer(tmp_path: Path, field: str, value: str, column:
     )
     message = one(errors, 5, column, f"streams.A.{field}")
     assert message.startswith("expected an integer, got ")
+
+
+def test_values_in_messages_are_cut_short(tmp_path: Path) -> None:
+    many = ", ".join(f"{{s{i}: x}}" for i in range(500))
+    errors = check(
+        tmp_path,
+        f"""\
+        version: 1
+        name: shop
+        streams: [{many}]
+        """,
+    )
+    message = one(errors, 3, 10, "streams")
+    assert (
+        message
+        == "expected an object, got list ([{'s0': 'x'}, {'s1': 'x'}, {'s2': 'x'}, {'s3': 'x'}, ...])"
+    )
+    errors = check(
+        tmp_path,
+        f"""\
+        version: 1
+        name: shop
+        streams:
+          A: {{description: {"a" * 5000}, topics: {{a: {{}}}}}}
+        """,
+    )
+    assert one(errors, 4, 20, "streams.A.description") == (
+        "`description` is 5000 characters long; at most 4096"
+    )
 
 
 def test_null_value_where_a_mapping_is_expected(tmp_path: Path) -> None:
@@ -1647,6 +1691,25 @@ def test_consumer_lists_a_topic_of_another_stream(tmp_path: Path) -> None:
     assert errors[0].message.startswith("topic `a` belongs to stream `A`, not `B`")
     assert "declare it under streams.A.consumers" in errors[0].message
     assert errors[1].message == "topic `bb` is not declared in stream `B` (did you mean `b`?)"
+
+
+def test_topic_listed_twice_by_one_consumer(tmp_path: Path) -> None:
+    errors = check(
+        tmp_path,
+        """\
+        version: 1
+        name: shop
+        services: {svc-a: {}}
+        streams:
+          A:
+            topics: {a: {}}
+            consumers:
+              c: {service: svc-a, topics: [a, a]}
+        """,
+    )
+    assert (
+        one(errors, 8, 36, "streams.A.consumers.c.topics") == "`topics` lists the same item twice"
+    )
 
 
 def test_undeclared_publisher_and_consumer_service(tmp_path: Path) -> None:
