@@ -1708,7 +1708,7 @@ def test_topic_listed_twice_by_one_consumer(tmp_path: Path) -> None:
         """,
     )
     assert (
-        one(errors, 8, 36, "streams.A.consumers.c.topics") == "`topics` lists the same item twice"
+        one(errors, 8, 35, "streams.A.consumers.c.topics") == "`topics` lists the same item twice"
     )
 
 
