@@ -31,6 +31,20 @@ from ._model import Consumer, Topology
 from ._observe import ACKED, DEAD_LETTERED, LEFT, RETRIED, BusMetrics, log_fields, logger
 
 DEFAULT_DUPLICATE_WINDOW = 120.0
+# NATSEventBus options that mean nothing in memory: accepted (so the same settings can
+# build either bus) and ignored.
+_NATS_ONLY_OPTIONS = frozenset(
+    {
+        "servers",
+        "startup_check",
+        "auto_provision",
+        "publish_timeout",
+        "publish_retry_for",
+        "max_in_flight",
+        "pull_expires",
+        "connect_options",
+    }
+)
 
 
 @dataclass
@@ -160,6 +174,7 @@ class MemoryEventBus:
         time_scale: For a new broker: multiplies backoff delays.
         metrics: A `BusMetrics`.
         stop_timeout: Seconds `stop` waits for running handlers.
+        nats_options: NATSEventBus-only options (`servers`, `startup_check` ...), ignored.
     """
 
     def __init__(
@@ -172,8 +187,11 @@ class MemoryEventBus:
         time_scale: float = 1.0,
         metrics: BusMetrics | None = None,
         stop_timeout: float = 30.0,
-        **_ignored: Any,
+        **nats_options: Any,
     ) -> None:
+        unknown = sorted(set(nats_options) - _NATS_ONLY_OPTIONS)
+        if unknown:
+            raise SetupError(f"MemoryEventBus: unknown option(s) {', '.join(unknown)}")
         if topology is None and broker is not None:
             topology = broker.topology
         if topology is None or service is None:
