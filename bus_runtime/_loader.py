@@ -1068,8 +1068,11 @@ class _Checker:
     def _check_workqueue(self, sname: str, consumers: list[Consumer], subjects: list[str]) -> None:
         index: SubjectIndex[str] = SubjectIndex()
         for c in consumers:
-            filters = c.filter_subjects or tuple(subjects)
             cpath: KeyPath = ("streams", sname, "consumers", c.name)
+            listed = self.mapping("streams", sname, "consumers", c.name).get("topics")
+            if listed and not c.filter_subjects:
+                continue  # it lists only topics that are not the stream's: reported already
+            filters = c.filter_subjects or tuple(subjects)
             reported: set[str] = set()
             for f in filters:
                 for _, other in index.overlapping(f):
