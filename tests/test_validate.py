@@ -1506,6 +1506,26 @@ def test_workqueue_unfiltered_consumer_overlaps_every_other(tmp_path: Path) -> N
     )
 
 
+def test_workqueue_consumer_with_a_misspelt_topic_is_one_error(tmp_path: Path) -> None:
+    errors = check(
+        tmp_path,
+        """\
+        version: 1
+        name: shop
+        services: {svc-a: {}, svc-b: {}}
+        streams:
+          JOBS:
+            retention: workqueue
+            topics: {a: {}, b: {}}
+            consumers:
+              one: {service: svc-a, topics: [a]}
+              two: {service: svc-b, topics: [bb]}
+        """,
+    )
+    message = one(errors, 10, 38, "streams.JOBS.consumers.two.topics[0]")
+    assert message == "topic `bb` is not declared in stream `JOBS` (did you mean `b`?)"
+
+
 def test_workqueue_consumer_ack_policy_and_deliver_policy(tmp_path: Path) -> None:
     errors = check(
         tmp_path,
