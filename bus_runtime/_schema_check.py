@@ -122,8 +122,10 @@ def _keyword(key: str, value: Any, root: Mapping[str, Any]) -> Check:
         return lambda x: not isinstance(x, str) or len(x) >= value
     if key == "maxLength":
         return lambda x: not isinstance(x, str) or len(x) <= value
-    if key in ("minItems", "minProperties"):
-        return lambda x: not isinstance(x, (list, dict)) or len(x) >= value
+    if key == "minItems":
+        return lambda x: not isinstance(x, list) or len(x) >= value
+    if key == "minProperties":
+        return lambda x: not isinstance(x, dict) or len(x) >= value
     if key == "uniqueItems":
         return _unique if value else (lambda _x: True)
     if key == "items":
