@@ -223,13 +223,12 @@ class _Publisher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
-        self._loop = asyncio.get_event_loop()
+        self._loop = asyncio.get_running_loop()  # made by NATSEventBus.start
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
         self._plen = len(self._prefix)
         await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
-        self._loop = asyncio.get_running_loop()
         self._sweeper = self._loop.create_task(self._sweep())
 
     @property
@@ -317,17 +316,19 @@ class _Publisher:
         asyncio.get_running_loop().call_later(delay, self._resend, p)
 
     def _resend(self, p: _Pending) -> None:
-        if self._closing and not self._nc.is_connected:
-            self._finish(p, False, "connection closed while retrying")
+        if self._closing:
+            self._finish(p, False, "the bus stopped while retrying")
             return
         task = asyncio.get_running_loop().create_task(self._send(p))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _finish(self, p: _Pending, ok: bool, reason: str | None) -> None:
-        if p.future.done():
-            return
-        p.future.set_result(ok)
+        if p.token == "":
+            return  # finished before
+        p.token = ""
+        if not p.future.done():  # done: the publishing task was cancelled meanwhile
+            p.future.set_result(ok)
         self._in_flight -= 1
         while self._window_waiters and self._in_flight < self._max_in_flight:
             w = self._window_waiters.popleft()

@@ -412,3 +412,27 @@ async def test_consuming_continues_after_a_server_restart(
     # (an ack in flight at the restart may bring one message back: at least once)
     assert all(handled[i] == 1 for i in range(50, 100))
     await bus.stop()
+
+
+async def test_cancelled_publishes_give_their_window_place_back(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    path = write_topology(tmp_path)  # not provisioned yet: every send meets no responders
+    bus = NATSEventBus(
+        nats_server.url,
+        topology=str(path),
+        service="svc-a",
+        startup_check="off",
+        max_in_flight=2,
+        publish_retry_for=0.5,
+    )
+    await bus.start()
+    tasks = [asyncio.create_task(bus.publish("job.created", job(i))) for i in range(4)]
+    await asyncio.sleep(0.1)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await provision_url(nats_server.url, path)
+    await asyncio.sleep(0.8)  # the cancelled ones run out of retries
+    assert await asyncio.wait_for(bus.publish("job.created", job(9)), 5) is True
+    await bus.stop()
