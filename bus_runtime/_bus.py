@@ -390,11 +390,16 @@ class _ConsumerRunner:
         self.topics = ConsumedTopics(bus.binding, consumer)
         self.handlers: dict[str, Handler] = {}
         self._nc: Client | None = None
+        # A pull above the consumer's own request limits is refused (409 Exceeded ...).
         self._batch = max(1, consumer.fetch_batch)
+        if consumer.max_request_batch:
+            self._batch = min(self._batch, consumer.max_request_batch)
         self._low_water = self._batch // 2
         self._max_deliver = consumer.max_deliver if consumer.max_deliver is not None else -1
         self._hb_after = heartbeat_after(consumer)
         self._expires = bus.pull_expires
+        if consumer.max_request_expires:
+            self._expires = min(self._expires, consumer.max_request_expires / 1e9)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream.name}.{consumer.name}"
         self._pull_body = json.dumps(
             {"batch": self._batch, "expires": int(self._expires * 1e9)}
@@ -488,8 +493,8 @@ class _ConsumerRunner:
         description = headers.get("Description", "")
         if status in ("404", "408"):
             self._end_request()  # no messages / expired: the normal end of a long poll
-        elif status == "409" and "Consumer Deleted" not in description:
-            # MaxWaiting, leadership change, server shutdown, batch or size limits: ask again
+        elif status == "409" and not description.startswith(("Consumer Deleted", "Exceeded Max")):
+            # leadership change, server shutdown, batch completed ...: ask again
             self._end_request(pause=0.1)
             logger.debug("consumer %s: pull ended: 409 %s", self.consumer.name, description)
         else:
