@@ -434,6 +434,8 @@ def check_text(text: str, base_dir: Path, environment: str | None) -> list[Topol
             for consumer in stream.consumers:
                 assert_api_types(consumer.to_consumer_config())
         assert topology.fingerprint
+        for warning in topology.warnings:
+            assert 1 <= warning.line <= line_count(text), str(warning)
     return errors
 
 
