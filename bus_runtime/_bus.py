@@ -755,7 +755,9 @@ class _ConsumerRunner:
             self._held.pop(id(msg), None)
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak()
-            self._bus.metrics.handled(msg.subject, self.consumer.name, NAKED_ON_STOP, 0.0)
+            topic = self.topics.topic_of(msg.subject)
+            label = topic.name if topic is not None else msg.subject
+            self._bus.metrics.handled(label, self.consumer.name, NAKED_ON_STOP, 0.0)
         self._closing = True
         while self._idle_workers:
             waiter = self._idle_workers.popleft()
@@ -1033,6 +1035,11 @@ class NATSEventBus:
             TopicNotDeclaredError: The topic is unknown, or no consumer of this service takes it.
         """
         consumer = self.binding.consumer_for(topic)
+        if consumer.ack_policy != "explicit":
+            raise SetupError(
+                f"consumer `{consumer.name}` has ack_policy {consumer.ack_policy}: the bus acks, "
+                "retries and dead-letters each message on its own and needs `explicit`"
+            )
         runner = self._runners.get(consumer.name)
         if runner is None:
             runner = _ConsumerRunner(self, consumer)

@@ -275,6 +275,11 @@ class MemoryEventBus:
     async def subscribe(self, topic: str, handler: Handler) -> None:
         """As `NATSEventBus.subscribe`."""
         consumer = self.binding.consumer_for(topic)
+        if consumer.ack_policy != "explicit":
+            raise SetupError(
+                f"consumer `{consumer.name}` has ack_policy {consumer.ack_policy}: the bus acks, "
+                "retries and dead-letters each message on its own and needs `explicit`"
+            )
         handlers = self._handlers.setdefault(consumer.name, {})
         if topic in handlers:
             raise SetupError(f"topic `{topic}` already has a handler on this bus")

@@ -18,6 +18,7 @@ from bus_runtime import (
     MemoryBroker,
     MemoryEventBus,
     PayloadValidationError,
+    SetupError,
     load_topology,
     new_event_id,
 )
@@ -180,3 +181,15 @@ async def test_prometheus_adapter_counts(tmp_path: Path) -> None:
         == 1
     )
     await bus.stop()
+
+
+async def test_a_consumer_without_explicit_acks_is_refused(tmp_path: Path) -> None:
+    path = write_topology(tmp_path)
+    path.write_text(path.read_text().replace("ack_policy: explicit", "ack_policy: all"))
+    bus = MemoryEventBus(topology=str(path), service="svc-a")
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        pass
+
+    with pytest.raises(SetupError, match=r"ack_policy all.*needs `explicit`"):
+        await bus.subscribe("job.created", handle)
