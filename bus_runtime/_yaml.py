@@ -300,8 +300,15 @@ def load_yaml(text: str, file: str) -> tuple[Any, Locations, list[TopologyError]
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             return None, locs, [_syntax_error(file, exc, text)]
+        except yaml.reader.ReaderError as exc:
+            # A character YAML does not allow (a control character): at its place, one line.
+            line = text.count("\n", 0, exc.position) + 1
+            col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+            message = f"YAML error: {exc.reason} (character #x{exc.character:04x})"
+            return None, locs, [TopologyError(file, line, col, "", message)]
         except yaml.YAMLError as exc:
-            return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {exc}")]
+            message = " ".join(str(exc).split())
+            return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {message}")]
         if node is None:
             return None, locs, []
         locs.root = node
@@ -319,7 +326,8 @@ def load_yaml(text: str, file: str) -> tuple[Any, Locations, list[TopologyError]
             )
             return None, locs, [TopologyError(file, line, col, "", message)]
         except (yaml.YAMLError, ValueError, RecursionError) as exc:
-            return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {exc}")]
+            message = " ".join(str(exc).split())
+            return None, locs, [TopologyError(file, 1, 1, "", f"YAML error: {message}")]
         return data, locs, builder.errors
     finally:
         loader.dispose()
