@@ -363,6 +363,7 @@ def assert_errors_well_formed(text: str, errors: list[TopologyError]) -> None:
         assert e.column >= 1, str(e)
         assert isinstance(e.path, str)
         assert e.message
+        assert "\n" not in e.message, "one error, one line"
         assert "Traceback" not in e.message
     assert errors == sorted(errors)
     assert len(set(errors)) == len(errors)

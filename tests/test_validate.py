@@ -206,6 +206,12 @@ def test_unconstructible_tagged_scalar_is_an_error_not_a_crash(tmp_path: Path, t
     assert "nonsense" in errors[0].message
 
 
+def test_control_character_is_reported_at_its_place(tmp_path: Path) -> None:
+    text = "version: 1\nname: shop\nstreams:\n  A: {topics: {a: {}}, description: ab\x07c}\n"
+    message = one(check(tmp_path, text), 4, 39, "")
+    assert message == "YAML error: control characters are not allowed (character #x0007)"
+
+
 def test_python_tags_are_refused(tmp_path: Path) -> None:
     errors = check(tmp_path, "version: 1\nname: !!python/object:os.system x\nstreams: {}\n")
     message = one(errors, 2, 7, "")
