@@ -580,7 +580,10 @@ class ServiceBinding:
         schema = target.schema
         if schema is not None and not schema.check(payload.data):
             schema.validate(payload.data)
-        body = encode_envelope(topic_name, payload)
+        try:
+            body = encode_envelope(topic_name, payload)
+        except (TypeError, ValueError) as exc:
+            raise PayloadValidationError(topic_name, f"not JSON: {exc}") from exc
         headers = {MSG_ID_HEADER: payload.event_id}
         if payload.trace_id:
             headers[TRACEPARENT_HEADER] = traceparent_for(payload.trace_id)

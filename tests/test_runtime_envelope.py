@@ -202,3 +202,37 @@ def test_envelope_is_the_json_of_its_fields(
         "trace_id": trace,
         "data": data,
     }
+
+
+def test_data_that_is_not_json_is_refused(tmp_path: Path) -> None:
+    import datetime
+
+    from test_runtime_support import write_topology
+
+    from bus_runtime import PayloadValidationError
+    from bus_runtime._envelope import ServiceBinding
+
+    binding = ServiceBinding(load_topology(write_topology(tmp_path)), "svc-a")
+    bad = EventPayload(data={"n": 1, "when": datetime.date(2026, 1, 1)}, actor="a", tenant_id="t")
+    with pytest.raises(PayloadValidationError, match="not JSON"):
+        binding.prepare("job.created", bad)
+    with pytest.raises(PayloadValidationError, match="not JSON"):
+        binding.prepare("job.created", EventPayload({"n": 1}, actor=5, tenant_id="t"))  # type: ignore[arg-type]
+
+
+def test_retry_delays_and_heartbeat_follow_the_consumer() -> None:
+    from bus_runtime._bus import DEFAULT_RETRY_DELAYS, heartbeat_after, retry_delay
+    from bus_runtime._model import Consumer
+
+    declared = Consumer(
+        "c", "S", "svc", backoff=(1_000_000_000, 5_000_000_000), ack_wait=60 * 10**9
+    )
+    assert [retry_delay(declared, n) for n in (1, 2, 3, 9)] == [1.0, 5.0, 5.0, 5.0]
+    assert heartbeat_after(declared) == 0.5  # half the shortest deadline
+    plain = Consumer("c", "S", "svc")
+    assert [retry_delay(plain, n) for n in (1, 2, 99)] == [
+        DEFAULT_RETRY_DELAYS[0],
+        DEFAULT_RETRY_DELAYS[1],
+        DEFAULT_RETRY_DELAYS[-1],
+    ]
+    assert heartbeat_after(plain) == 15.0  # the server's default ack_wait is 30 s
