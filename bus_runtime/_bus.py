@@ -224,6 +224,7 @@ class _Publisher:
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._loop = asyncio.get_running_loop()  # made by NATSEventBus.start
+        self._debug = logger.isEnabledFor(logging.DEBUG)
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
@@ -285,6 +286,8 @@ class _Publisher:
         if b'"error"' not in data:
             # a PubAck ({"stream":..,"seq":..[,"duplicate":true]}): stored, or stored before
             self._finish(p, True, None)
+            if self._debug:
+                self._log_ack(p, data)
             return
         try:
             resp = json.loads(data)
@@ -298,6 +301,25 @@ class _Publisher:
             self._retry(p, f"{err.get('description')} (err_code {err.get('err_code')})")
         else:
             self._finish(p, False, f"{err.get('description')} (err_code {err.get('err_code')})")
+
+    def _log_ack(self, p: _Pending, data: bytes) -> None:
+        ack = json.loads(data)
+        event_id = p.headers.get(MSG_ID_HEADER)
+        logger.debug(
+            "published %s %s stream_seq=%s%s",
+            p.label,
+            event_id,
+            ack.get("seq"),
+            " (duplicate)" if ack.get("duplicate") else "",
+            extra=log_fields(
+                event_id=event_id,
+                topic=p.label,
+                subject=p.subject,
+                stream=ack.get("stream"),
+                stream_seq=ack.get("seq"),
+                attempts=p.attempts,
+            ),
+        )
 
     def _retry(self, p: _Pending, reason: str) -> None:
         delay = min(0.05 * 2 ** (p.attempts - 1), 1.0)

@@ -436,3 +436,36 @@ async def test_cancelled_publishes_give_their_window_place_back(
     await asyncio.sleep(0.8)  # the cancelled ones run out of retries
     assert await asyncio.wait_for(bus.publish("job.created", job(9)), 5) is True
     await bus.stop()
+
+
+async def test_structured_log_fields(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_topology(tmp_path, max_deliver=2)
+    await provision_url(nats_server.url, path)
+    caplog.set_level(logging.DEBUG, logger="bus_runtime.bus")
+    bus = NATSEventBus(nats_server.url, topology=str(path), service="svc-a")
+    await bus.start()
+
+    async def fail(topic: str, payload: EventPayload) -> None:
+        raise KeyError("missing thing")
+
+    await bus.subscribe("job.created", fail)
+    sent = EventPayload({"n": 1}, actor="svc-a", tenant_id="t-1", trace_id="trace-1")
+    assert await bus.publish("job.created", sent)
+    await eventually(lambda: any("dead-lettered" in r.getMessage() for r in caplog.records))
+    await bus.stop()
+    published = next(r for r in caplog.records if r.getMessage().startswith("published"))
+    assert published.event_id == sent.event_id  # type: ignore[attr-defined]
+    assert published.stream_seq == 1  # type: ignore[attr-defined]
+    retried = next(r for r in caplog.records if "redelivery in" in r.getMessage())
+    assert retried.levelno == logging.WARNING
+    fields = {k: getattr(retried, k) for k in ("event_id", "topic", "stream", "consumer")}
+    assert fields == {
+        "event_id": sent.event_id,
+        "topic": "job.created",
+        "stream": "JOBS",
+        "consumer": "a-worker",
+    }
+    assert retried.stream_seq == 1 and retried.num_delivered == 1  # type: ignore[attr-defined]
+    assert retried.trace_id == "trace-1"  # type: ignore[attr-defined]
