@@ -76,6 +76,7 @@ class _MemConsumer:
         self.deliveries: dict[int, int] = {}
         self.timers: dict[int, asyncio.TimerHandle] = {}
         self.running = 0
+        self.attached = False  # a bus runs handlers for it
         self.wakeup: asyncio.Event | None = None
 
     def offer(self, msg: StoredMessage) -> None:
@@ -153,8 +154,12 @@ class MemoryBroker:
 
     @property
     def idle(self) -> bool:
-        """No message waits for delivery, a redelivery, or a running handler."""
-        return all(c.idle for c in self.consumers.values())
+        """No message waits for a handler that some bus runs, a redelivery, or a handler.
+
+        Consumers that no bus subscribed to are left out: their messages wait, as on a
+        server, for a service that is not running here.
+        """
+        return all(c.idle for c in self.consumers.values() if c.attached)
 
 
 def _matches(pattern: str, subject: str) -> bool:
@@ -296,6 +301,7 @@ class MemoryEventBus:
             return
         mc = next(m for (_s, n), m in self.broker.consumers.items() if n == name)
         mc.wakeup = mc.wakeup or asyncio.Event()
+        mc.attached = True
         loop = asyncio.get_running_loop()
         self._workers[name] = [
             loop.create_task(self._work(mc)) for _ in range(max(1, mc.consumer.concurrency))
