@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 from test_runtime_support import write_topology
 
 from bus_runtime import (
@@ -137,7 +136,8 @@ async def test_stop_keeps_unstarted_messages_for_the_next_bus(tmp_path: Path) ->
 
 
 async def test_prometheus_adapter_counts(tmp_path: Path) -> None:
-    registry = CollectorRegistry()
+    prometheus_client = pytest.importorskip("prometheus_client")  # the `prometheus` extra
+    registry = prometheus_client.CollectorRegistry()
     metrics = PrometheusMetrics(registry)
     path = write_topology(tmp_path)
     bus = MemoryEventBus(topology=str(path), service="svc-a", metrics=metrics, time_scale=0.01)

@@ -14,18 +14,26 @@ Metrics (with the default prefix `natstopo_bus`):
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+import importlib
+from typing import Any
 
 from .._observe import BusMetrics
 
 
 class PrometheusMetrics(BusMetrics):
-    """Records the bus's counters and latencies in a prometheus_client registry."""
+    """Records the bus's counters and latencies in a prometheus_client registry.
 
-    def __init__(
-        self, registry: CollectorRegistry | None = None, prefix: str = "natstopo_bus"
-    ) -> None:
-        reg = registry if registry is not None else REGISTRY
+    Args:
+        registry: A `prometheus_client.CollectorRegistry`; the default registry if None.
+        prefix: Prefix of every metric name.
+    """
+
+    def __init__(self, registry: Any = None, prefix: str = "natstopo_bus") -> None:
+        # Imported here, not at the top: bus_runtime installs without the extra, and its
+        # type check must pass whether or not prometheus_client is there.
+        prom = importlib.import_module("prometheus_client")
+        Counter, Histogram = prom.Counter, prom.Histogram
+        reg = registry if registry is not None else prom.REGISTRY
         self.published_total = Counter(
             f"{prefix}_published", "Publishes by outcome", ["topic", "result"], registry=reg
         )
