@@ -32,6 +32,10 @@ import jsonschema.validators
 
 from ._errors import InvalidEnvelopeError, PayloadValidationError, SetupError, TopicNotDeclaredError
 from ._model import Consumer, Stream, Topic, Topology
+from ._schema_check import Unsupported, compile_check
+
+# The name this module has always exported for payloads.
+compile_payload_check = compile_check
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 TRACEPARENT_HEADER = "traceparent"
@@ -228,239 +232,10 @@ def traceparent_for(trace_id: str) -> str:
 
 
 # -- payload schemas ---------------------------------------------------------------------
-# A payload is checked on every publish and every delivery, so its schema is compiled to
-# one generated Python function per (sub)schema: a few microseconds for a valid payload.
-# The generated check only answers "valid?" and must never accept what jsonschema refuses;
-# where it is unsure (a keyword it does not know, an integer-valued float) it answers no,
-# and jsonschema then decides and explains. `format` is an annotation in draft 2020-12
-# (jsonschema asserts nothing without a format checker), so it is skipped here too.
-_ANNOTATIONS = frozenset(
-    {
-        "$schema",
-        "$id",
-        "$comment",
-        "title",
-        "description",
-        "default",
-        "examples",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-        "format",
-        "$defs",
-        "definitions",
-    }
-)
-_TYPE_TESTS = {
-    "string": "type({v}) is str",
-    "integer": "(type({v}) is int)",
-    "number": "(type({v}) is int or type({v}) is float)",
-    "boolean": "type({v}) is bool",
-    "object": "type({v}) is dict",
-    "array": "type({v}) is list",
-    "null": "{v} is None",
-}
-
-
-class _Unsure(Exception):
-    """The schema uses something the generated check does not handle."""
-
-
-class _CheckWriter:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.env: dict[str, Any] = {"_enum_ok": _enum_ok}
-        self.count = 0
-
-    def const(self, value: Any) -> str:
-        name = f"_k{len(self.env)}"
-        self.env[name] = value
-        return name
-
-    def function(self, schema: Any) -> str:
-        """Write a function checking `schema`; its name."""
-        self.count += 1
-        name = f"_c{self.count}"
-        if schema is True or schema == {}:
-            self.lines += [f"def {name}(v):", "    return True", ""]
-            return name
-        if schema is False:
-            self.lines += [f"def {name}(v):", "    return False", ""]
-            return name
-        if not isinstance(schema, Mapping):
-            raise _Unsure("schema is not an object")
-        body: list[str] = []
-        for key in schema:
-            if key not in _ANNOTATIONS and key not in _KNOWN:
-                raise _Unsure(key)
-        t = schema.get("type")
-        if t is not None:
-            names = [t] if isinstance(t, str) else list(t)
-            if not names or any(n not in _TYPE_TESTS for n in names):
-                raise _Unsure(f"type {t}")
-            test = " or ".join(_TYPE_TESTS[n].format(v="v") for n in names)
-            body.append(f"if not ({test}): return False")
-        if "enum" in schema or "const" in schema:
-            values = list(schema["enum"]) if "enum" in schema else [schema["const"]]
-            if all(type(x) is str for x in values):
-                allowed = self.const(frozenset(values))
-                body.append(f"if type(v) is not str or v not in {allowed}: return False")
-            elif all(x is None or type(x) in (str, bool, int, float) for x in values):
-                allowed = self.const(tuple(values))
-                body.append(f"if not _enum_ok(v, {allowed}): return False")
-            else:
-                raise _Unsure("enum of arrays or objects")
-        # strings
-        str_checks = []
-        if "pattern" in schema:
-            rx = self.const(re.compile(schema["pattern"]))
-            str_checks.append(f"{rx}.search(v) is None")
-        if "minLength" in schema:
-            str_checks.append(f"len(v) < {int(schema['minLength'])}")
-        if "maxLength" in schema:
-            str_checks.append(f"len(v) > {int(schema['maxLength'])}")
-        if str_checks:
-            body.append(f"if type(v) is str and ({' or '.join(str_checks)}): return False")
-        # numbers
-        num_checks = []
-        for key, op in (
-            ("minimum", "<"),
-            ("maximum", ">"),
-            ("exclusiveMinimum", "<="),
-            ("exclusiveMaximum", ">="),
-        ):
-            if key in schema:
-                bound = schema[key]
-                if type(bound) not in (int, float):
-                    raise _Unsure(key)
-                num_checks.append(f"v {op} {self.const(bound)}")
-        if num_checks:
-            body.append(
-                f"if (type(v) is int or type(v) is float) and ({' or '.join(num_checks)}): return False"
-            )
-        # arrays
-        if "minItems" in schema:
-            body.append(f"if type(v) is list and len(v) < {int(schema['minItems'])}: return False")
-        if "maxItems" in schema:
-            body.append(f"if type(v) is list and len(v) > {int(schema['maxItems'])}: return False")
-        if schema.get("uniqueItems") is True:
-            # set() merges 1 and True (JSON Schema does not): at worst a false "no"
-            body.append("if type(v) is list:")
-            body.append("    try:")
-            body.append("        if len(set(v)) != len(v): return False")
-            body.append("    except TypeError:")
-            body.append("        return False")
-        elif schema.get("uniqueItems") not in (None, False):
-            raise _Unsure("uniqueItems")
-        if "items" in schema:
-            if not isinstance(schema["items"], (Mapping, bool)):
-                raise _Unsure("items as a list")
-            item = self.function(schema["items"])
-            body.append("if type(v) is list:")
-            body.append("    for i in v:")
-            body.append(f"        if not {item}(i): return False")
-        # objects
-        if "required" in schema:
-            req = self.const(tuple(schema["required"]))
-            body.append("if type(v) is dict:")
-            body.append(f"    for r in {req}:")
-            body.append("        if r not in v: return False")
-        for key in ("minProperties", "maxProperties"):
-            if key in schema:
-                op = "<" if key == "minProperties" else ">"
-                body.append(f"if type(v) is dict and len(v) {op} {int(schema[key])}: return False")
-        props = schema.get("properties")
-        extra = schema.get("additionalProperties", True)
-        if props is not None or extra is not True:
-            props = props or {}
-            if not isinstance(props, Mapping):
-                raise _Unsure("properties")
-            checks = {k: self.function(sub) for k, sub in props.items()}
-            body.append("if type(v) is dict:")
-            for k, fn in checks.items():
-                key = self.const(k)
-                body.append(f"    x = v.get({key}, _missing)")
-                body.append(f"    if x is not _missing and not {fn}(x): return False")
-            if extra is not True:
-                known = self.const(frozenset(props))
-                extra_fn = self.function(extra)
-                body.append("    for k, x in v.items():")
-                body.append(f"        if k not in {known} and not {extra_fn}(x): return False")
-        # Only keywords where a false "no" inside stays a "no" outside: no `not`, no `oneOf`.
-        for key in ("allOf", "anyOf"):
-            if key in schema:
-                subs = [self.function(sub) for sub in schema[key]]
-                if not subs:
-                    raise _Unsure(key)
-                joint = " and " if key == "allOf" else " or "
-                body.append(f"if not ({joint.join(f'{f}(v)' for f in subs)}): return False")
-        self.lines.append(f"def {name}(v):")
-        self.lines += [f"    {line}" for line in body]
-        self.lines += ["    return True", ""]
-        return name
-
-
-_KNOWN = frozenset(
-    {
-        "type",
-        "enum",
-        "const",
-        "pattern",
-        "minLength",
-        "maxLength",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "minItems",
-        "maxItems",
-        "uniqueItems",
-        "items",
-        "required",
-        "minProperties",
-        "maxProperties",
-        "properties",
-        "additionalProperties",
-        "allOf",
-        "anyOf",
-    }
-)
-
-
-def _enum_ok(v: Any, allowed: tuple[Any, ...]) -> bool:
-    """JSON equality: 1 == 1.0, but True is not 1 and None is only None."""
-    tv = type(v)
-    for a in allowed:
-        ta = type(a)
-        if (ta is tv or (ta in (int, float) and tv in (int, float))) and v == a:
-            return True
-    return False
-
-
-def compile_payload_check(schema: Mapping[str, Any] | bool) -> Callable[[Any], bool]:
-    """A generated function answering whether data is valid under `schema` (never a false yes).
-
-    Raises:
-        ValueError: The schema uses a keyword the generator does not handle.
-    """
-    writer = _CheckWriter()
-    try:
-        top = writer.function(schema)
-    except _Unsure as exc:
-        raise ValueError(f"not compiled: {exc}") from None
-    env = dict(writer.env)
-    env["_missing"] = object()
-    # Only keywords' shapes become code; every value from the schema (keys, patterns,
-    # enums, bounds) is passed in `env` by name, so a schema cannot inject code.
-    exec(compile("\n".join(writer.lines), "<payload schema>", "exec"), env)
-    check: Callable[[Any], bool] = env[top]
-    return check
-
-
 class PayloadSchema:
     """One topic's JSON Schema, compiled once: a fast yes/no check, jsonschema for the why.
 
-    The fast check (closures over the schema's keywords) answers valid payloads in a few
+    The fast check (generated code for the schema's keywords) answers valid payloads in a few
     microseconds; only a refusal, or a schema using keywords it does not know, runs
     jsonschema itself, whose best-matching error names the failing path.
     """
@@ -471,8 +246,8 @@ class PayloadSchema:
         self._validator = cls(schema)
         self.check: Callable[[Any], bool]
         try:
-            self.check = compile_payload_check(schema)
-        except ValueError:
+            self.check = compile_check(schema)
+        except Unsupported:
             self.check = self._validator.is_valid
 
     def error(self, data: Any) -> PayloadValidationError | None:

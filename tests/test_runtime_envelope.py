@@ -109,7 +109,7 @@ def test_every_shipped_schema_compiles_to_a_generated_check(
 
 def test_unknown_keywords_fall_back_to_jsonschema() -> None:
     with pytest.raises(ValueError, match="not compiled: \\$ref"):
-        compile_payload_check({"$ref": "#/$defs/x", "$defs": {"x": {}}})
+        compile_payload_check({"$ref": "other.json#/x"})
     for inverting in ({"not": {"type": "integer"}}, {"oneOf": [{}, {}]}):
         with pytest.raises(ValueError, match="not compiled"):
             compile_payload_check(inverting)

@@ -76,7 +76,10 @@ def schemas(defs: bool = True) -> st.SearchStrategy[Any]:
 @settings(max_examples=300, deadline=None)
 @given(schemas(), st.lists(instances, min_size=1, max_size=5))
 def test_compiled_check_never_accepts_what_jsonschema_refuses(schema: Any, docs: list[Any]) -> None:
-    check = compile_check(schema)
+    try:
+        check = compile_check(schema)
+    except Unsupported:
+        return  # refused to compile (e.g. `not` over an inexact keyword): jsonschema decides
     validator = jsonschema.Draft202012Validator(schema)
     for doc in docs:
         if check(doc):
@@ -87,7 +90,10 @@ def test_compiled_check_never_accepts_what_jsonschema_refuses(schema: Any, docs:
 @given(schemas(), st.lists(instances, min_size=1, max_size=5))
 def test_compiled_check_through_defs(schema: Any, docs: list[Any]) -> None:
     root = {"$defs": {"x": schema}, "properties": {"a": {"$ref": "#/$defs/x"}}}
-    check = compile_check(root)
+    try:
+        check = compile_check(root)
+    except Unsupported:
+        return
     validator = jsonschema.Draft202012Validator(root)
     for doc in docs:
         wrapped = {"a": doc}
@@ -129,7 +135,9 @@ def test_equality_corner_cases(schema: dict[str, Any], doc: Any) -> None:
     "schema",
     [
         {"oneOf": [{"type": "string"}]},
-        {"anyOf": [{"type": "string"}]},
+        {"not": {"type": "integer"}},
+        {"not": {"uniqueItems": True}},
+        {"$ref": "#/$defs/missing"},
         {"patternProperties": {"^a": {"type": "string"}}},
         {"$ref": "https://example.com/other.json"},
         {"type": "decimal"},
