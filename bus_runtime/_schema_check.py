@@ -203,8 +203,8 @@ class _CheckWriter:
             # A false "no" inside `not` would be a false "yes": only exact keywords.
             if not _exact(schema["not"]):
                 raise Unsupported("not")
-            inner = self.function(schema["not"])
-            body.append(f"if {inner}(v): return False")
+            negated = self.function(schema["not"])
+            body.append(f"if {negated}(v): return False")
         # Only keywords where a false "no" inside stays a "no" outside: no `oneOf`.
         for key in ("allOf", "anyOf"):
             if key in schema:
