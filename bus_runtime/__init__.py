@@ -5,22 +5,37 @@ is what `__all__` lists; everything else lives in `_`-prefixed modules.
 """
 
 from ._bus import EventBus, Handler, NATSEventBus, create_event_bus
+from ._connect import ConnectOptions
 from ._envelope import EventPayload, new_event_id
 from ._errors import (
     BusClosedError,
     BusError,
+    ChangesRefusedError,
+    ConnectError,
     InvalidEnvelopeError,
     PayloadValidationError,
+    ReconcileError,
     SetupError,
     StartupCheckError,
     TopicNotDeclaredError,
     TopologyError,
     TopologyValidationError,
+    UnsupportedFeatureError,
 )
 from ._loader import check_topology, load_topology, topology_schema
 from ._memory import MemoryBroker, MemoryEventBus
 from ._model import Consumer, Service, Stream, Topic, Topology
 from ._observe import BusMetrics
+from ._reconcile import (
+    ApplyResult,
+    Change,
+    FieldChange,
+    Plan,
+    apply_plan,
+    plan_changes,
+    reconcile,
+    reconcile_async,
+)
 from ._units import format_duration, format_size, parse_duration, parse_size
 
 __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
@@ -58,4 +73,18 @@ __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
     "StartupCheckError",
     "create_event_bus",
     "new_event_id",
+    # the live reconciler
+    "ApplyResult",
+    "Change",
+    "ChangesRefusedError",
+    "ConnectError",
+    "ConnectOptions",
+    "FieldChange",
+    "Plan",
+    "ReconcileError",
+    "UnsupportedFeatureError",
+    "apply_plan",
+    "plan_changes",
+    "reconcile",
+    "reconcile_async",
 ]
