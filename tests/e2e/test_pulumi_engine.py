@@ -152,51 +152,41 @@ def _changes(preview_json: str) -> list[dict[str, Any]]:
     return [s for s in steps if s.get("op") != "same"]
 
 
-def test_up_preview_destroy_round_trip(nats_server: Any, tmp_path: Path) -> None:
-    import kubernetes_validate
+@pytest.fixture
+def engine_bin() -> Path:
+    return _require_engine()
 
-    bin_dir = _require_engine()
+
+def test_stream_lifecycle_with_config_secrets_and_outputs(
+    engine_bin: Path, nats_server: Any, tmp_path: Path
+) -> None:
+    """A dynamic resource manages a JetStream stream through up, preview, update, destroy."""
     project = _copy_project(tmp_path / "project")
-    render_dir = tmp_path / "rendered"
-    pulumi = Pulumi(bin_dir, project, tmp_path)
+    pulumi = Pulumi(engine_bin, project, tmp_path)
     secret = f"token-{uuid.uuid4().hex}"
 
     pulumi.run("stack", "init", STACK)
     pulumi.run("config", "set", "natsUrl", nats_server.url)
-    pulumi.run("config", "set", "renderDir", str(render_dir))
     pulumi.run("config", "set", "maxAge", "3600")
     pulumi.run("config", "set", "--secret", "apiToken", secret)
 
     pulumi.run("up", "--yes", "--skip-preview")
-
-    # The dynamic resource created the stream on the real server.
     assert asyncio.run(_stream_max_age(nats_server.url, STREAM)) == 3600
-
-    # The render-mode provider wrote valid manifests instead of calling a cluster.
-    files = _rendered(render_dir)
-    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Namespace"], files
-    for doc in docs:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
-    assert config_map["metadata"]["namespace"] == "natstopo-smoke"
 
     # Nothing changed since `up`.
     pulumi.run("preview", "--expect-no-changes")
 
     # Outputs round-trip; the secret one stays masked unless asked for.
     outputs = json.loads(pulumi.run("stack", "output", "--json").stdout)
-    assert outputs["stream"] == STREAM
-    assert outputs["maxAge"] == 3600
-    assert outputs["namespace"] == "natstopo-smoke"
-    assert outputs["token"] == "[secret]"
+    assert outputs == {"stream": STREAM, "maxAge": 3600, "token": "[secret]"}
     shown = json.loads(pulumi.run("stack", "output", "--json", "--show-secrets").stdout)
     assert shown["token"] == secret
 
     # The secret is stored encrypted: its plaintext is nowhere in the backend or stack config.
-    for path in [*pulumi.state.rglob("*"), *project.glob("Pulumi.*.yaml")]:
-        if path.is_file():
-            assert secret not in path.read_text(errors="replace"), path
+    stored = [p for p in [*pulumi.state.rglob("*"), *project.glob("Pulumi.*.yaml")] if p.is_file()]
+    assert any(p.name.endswith(".json") for p in stored), stored  # the state file is there
+    for path in stored:
+        assert secret not in path.read_text(errors="replace"), path
 
     # Changing max_age is exactly one update, of the stream, and `up` applies it.
     pulumi.run("config", "set", "maxAge", "7200")
@@ -207,7 +197,40 @@ def test_up_preview_destroy_round_trip(nats_server: Any, tmp_path: Path) -> None
     assert asyncio.run(_stream_max_age(nats_server.url, STREAM)) == 7200
     pulumi.run("preview", "--expect-no-changes")
 
-    # Destroy removes the stream and the rendered files.
     pulumi.run("destroy", "--yes", "--skip-preview")
     assert asyncio.run(_stream_max_age(nats_server.url, STREAM)) is None
+
+
+def test_kubernetes_render_mode_writes_valid_manifests(engine_bin: Path, tmp_path: Path) -> None:
+    """The Kubernetes provider renders a Namespace and a ConfigMap to files, no cluster."""
+    import kubernetes_validate
+
+    if not (engine_bin / "pulumi-resource-kubernetes").exists() and not shutil.which(
+        "pulumi-resource-kubernetes"
+    ):
+        pytest.skip(
+            f"no pulumi-resource-kubernetes in {engine_bin} or on PATH "
+            "(built unless NATSTOPO_PULUMI_KUBERNETES=0)"
+        )
+    project = _copy_project(tmp_path / "project")
+    render_dir = tmp_path / "rendered"
+    pulumi = Pulumi(engine_bin, project, tmp_path)
+
+    pulumi.run("stack", "init", STACK)
+    pulumi.run("config", "set", "renderDir", str(render_dir))
+    pulumi.run("up", "--yes", "--skip-preview")
+
+    files = _rendered(render_dir)
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Namespace"], files
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert config_map["metadata"]["namespace"] == "natstopo-smoke"
+    assert json.loads(pulumi.run("stack", "output", "--json").stdout) == {
+        "namespace": "natstopo-smoke"
+    }
+
+    pulumi.run("preview", "--expect-no-changes")
+    pulumi.run("destroy", "--yes", "--skip-preview")
     assert _rendered(render_dir) == []

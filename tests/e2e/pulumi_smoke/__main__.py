@@ -1,7 +1,8 @@
 """Smoke program: a Kubernetes Namespace and ConfigMap rendered to files, and a JetStream
 stream created on a real nats-server by a dynamic resource.
 
-Config: `natsUrl`, `renderDir`, `maxAge` (seconds), secret `apiToken`.
+Config, each part optional: `renderDir` (the Kubernetes part), `natsUrl` and `maxAge` in
+seconds (the stream), secret `apiToken` (exported as a secret output).
 The provider class lives in this file on purpose: dill pickles classes of `__main__` by value,
 so the dynamic-provider process needs nothing of this folder on its import path.
 """
@@ -13,7 +14,6 @@ import contextlib
 from typing import Any
 
 import pulumi
-import pulumi_kubernetes as k8s
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 _INPUTS = ("server", "name", "subjects", "max_age")
@@ -102,24 +102,38 @@ class JetStreamStream(pulumi.dynamic.Resource):
 
 
 config = pulumi.Config()
-render = k8s.Provider("render", render_yaml_to_directory=config.require("renderDir"))
-in_render = pulumi.ResourceOptions(provider=render)
-namespace = k8s.core.v1.Namespace("smoke", metadata={"name": "natstopo-smoke"}, opts=in_render)
-k8s.core.v1.ConfigMap(
-    "smoke",
-    metadata={"name": "natstopo-smoke", "namespace": namespace.metadata["name"]},
-    data={"stream": "SMOKE"},
-    opts=in_render,
-)
-stream = JetStreamStream(
-    "smoke",
-    server=config.require("natsUrl"),
-    name="SMOKE",
-    subjects=["smoke.>"],
-    max_age=config.require_int("maxAge"),
-)
+exports: dict[str, Any] = {}
 
-pulumi.export("stream", stream.name)
-pulumi.export("maxAge", stream.max_age)
-pulumi.export("namespace", namespace.metadata["name"])
-pulumi.export("token", config.require_secret("apiToken"))
+render_dir = config.get("renderDir")
+if render_dir:  # imported only here: the stream part runs without the Kubernetes provider
+    import pulumi_kubernetes as k8s
+
+    render = k8s.Provider("render", render_yaml_to_directory=render_dir)
+    in_render = pulumi.ResourceOptions(provider=render)
+    namespace = k8s.core.v1.Namespace("smoke", metadata={"name": "natstopo-smoke"}, opts=in_render)
+    k8s.core.v1.ConfigMap(
+        "smoke",
+        metadata={"name": "natstopo-smoke", "namespace": namespace.metadata["name"]},
+        data={"stream": "SMOKE"},
+        opts=in_render,
+    )
+    exports["namespace"] = namespace.metadata["name"]
+
+nats_url = config.get("natsUrl")
+if nats_url:
+    stream = JetStreamStream(
+        "smoke",
+        server=nats_url,
+        name="SMOKE",
+        subjects=["smoke.>"],
+        max_age=config.require_int("maxAge"),
+    )
+    exports["stream"] = stream.name
+    exports["maxAge"] = stream.max_age
+
+token = config.get_secret("apiToken")
+if token is not None:
+    exports["token"] = token
+
+for key, value in exports.items():
+    pulumi.export(key, value)
