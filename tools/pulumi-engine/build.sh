@@ -17,6 +17,8 @@
 # Usage: build.sh            build if needed, print the bin folder
 #        build.sh --locate   print the bin folder if the engine is there, else exit 1 (no build)
 # NATSTOPO_BUILD_PULUMI=1 builds even when a `pulumi` is on PATH.
+# NATSTOPO_PULUMI_KUBERNETES=0 leaves out the Kubernetes provider, about two thirds of a cold
+# build (the render-mode smoke test then skips).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +30,9 @@ PULUMI_VERSION=3.274.1
 K8S_PROVIDER_VERSION=4.0.0-20260115033456-f47bc2d6f199
 # Bump when the build steps change what is built (log output and comments do not count).
 RECIPE=1
-BINARIES="pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python pulumi-resource-kubernetes"
+WITH_KUBERNETES=${NATSTOPO_PULUMI_KUBERNETES:-1}
+BINARIES="pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python"
+if [ "$WITH_KUBERNETES" = 1 ]; then BINARIES="$BINARIES pulumi-resource-kubernetes"; fi
 
 START=$SECONDS
 log() { echo "[pulumi-engine +$((SECONDS - START))s] $*" >&2; }
@@ -104,15 +108,19 @@ install -m 0755 "$sdk_dir/python/cmd/pulumi-language-python-exec" "$WORK/bin/"
 install -m 0755 "$sdk_dir/python/dist/pulumi-resource-pulumi-python" "$WORK/bin/"
 log "step 3/4: done"
 
-log "step 4/4: Kubernetes provider (provider/v4 $K8S_PROVIDER_VERSION)"
-# The provider's main embeds files that its `go generate` writes; write them beside a copy
-# of the wrapper package (the work tree stays untouched).
-cp -R "$HERE/kubernetes" "$WORK/kubernetes"
-(cd "$WORK/kubernetes" && quiet_go go run ./embedgen -version "$K8S_PROVIDER_VERSION" -out . &&
-    quiet_go go build -trimpath \
-    -ldflags "$LDFLAGS_COMMON -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$K8S_PROVIDER_VERSION" \
-    -o "$WORK/bin/pulumi-resource-kubernetes" .)
-log "step 4/4: done"
+if [ "$WITH_KUBERNETES" = 1 ]; then
+    log "step 4/4: Kubernetes provider (provider/v4 $K8S_PROVIDER_VERSION)"
+    # The provider's main embeds files that its `go generate` writes; write them beside a copy
+    # of the wrapper package (the work tree stays untouched).
+    cp -R "$HERE/kubernetes" "$WORK/kubernetes"
+    (cd "$WORK/kubernetes" && quiet_go go run ./embedgen -version "$K8S_PROVIDER_VERSION" -out . &&
+        quiet_go go build -trimpath \
+        -ldflags "$LDFLAGS_COMMON -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$K8S_PROVIDER_VERSION" \
+        -o "$WORK/bin/pulumi-resource-kubernetes" .)
+    log "step 4/4: done"
+else
+    log "step 4/4: Kubernetes provider left out (NATSTOPO_PULUMI_KUBERNETES=0)"
+fi
 
 "$WORK/bin/pulumi" version >/dev/null
 rm -rf "$BIN"
