@@ -302,8 +302,12 @@ def load_yaml(text: str, file: str) -> tuple[Any, Locations, list[TopologyError]
             return None, locs, [_syntax_error(file, exc, text)]
         except yaml.reader.ReaderError as exc:
             # A character YAML does not allow (a control character): at its place, one line.
-            line = text.count("\n", 0, exc.position) + 1
-            col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+            if _Base is yaml.SafeLoader:
+                head = text[: exc.position]
+            else:  # libyaml's position counts bytes of UTF-8, not characters
+                head = text.encode("utf-8")[: exc.position].decode("utf-8", errors="ignore")
+            line = head.count("\n") + 1
+            col = len(head) - (head.rfind("\n") + 1) + 1
             message = f"YAML error: {exc.reason} (character #x{exc.character:04x})"
             return None, locs, [TopologyError(file, line, col, "", message)]
         except yaml.YAMLError as exc:
