@@ -212,6 +212,12 @@ def test_control_character_is_reported_at_its_place(tmp_path: Path) -> None:
     assert message == "YAML error: control characters are not allowed (character #x0007)"
 
 
+def test_control_character_after_non_ascii_text(tmp_path: Path) -> None:
+    # libyaml counts bytes; the place must count characters.
+    text = "version: 1\nname: shop\ndescription: ééé\x01\nstreams: {A: {topics: {a: {}}}}\n"
+    assert "control characters" in one(check(tmp_path, text), 3, 17, "")
+
+
 def test_python_tags_are_refused(tmp_path: Path) -> None:
     errors = check(tmp_path, "version: 1\nname: !!python/object:os.system x\nstreams: {}\n")
     message = one(errors, 2, 7, "")
