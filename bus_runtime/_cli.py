@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from ._errors import BusError
 from ._loader import check_topology, default_topology_path
@@ -28,6 +29,24 @@ _SUBCOMMAND_MODULES = (
     "bus_runtime._cli_diff",
     "bus_runtime._cli_docs",
 )
+# Commands whose module is known: only that module is imported (the NATS client costs
+# half a second at start-up, which `validate` in a pull-request check should not pay).
+_COMMAND_MODULE = {
+    "validate": None,
+    "plan": "bus_runtime._cli_reconcile",
+    "apply": "bus_runtime._cli_reconcile",
+    "drift": "bus_runtime._cli_reconcile",
+    "import": "bus_runtime._cli_reconcile",
+    "dlq": "bus_runtime._cli_dlq",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 (invalid input), not argparse's 2, which means "changes" here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def add_topology_args(p: argparse.ArgumentParser, *, env: bool = True) -> None:
@@ -88,18 +107,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv`, only the module of the command named there is imported."""
+    parser = _Parser(
         prog="natstopo",
         description="Infrastructure as code for NATS JetStream: one topology file for "
         "Pulumi, pull-request review and the runtime.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     p = sub.add_parser("validate", help="check a topology file; every error at FILE:LINE:COL")
     add_topology_args(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_validate)
-    for name in _SUBCOMMAND_MODULES:
+    command = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    modules: tuple[str | None, ...] = _SUBCOMMAND_MODULES
+    if command in _COMMAND_MODULE:
+        modules = (_COMMAND_MODULE[command],)
+    for name in modules:
+        if name is None:
+            continue
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -113,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

@@ -621,6 +621,16 @@ class _Checker:
             return cached
         self._schemas[rel] = (None, None)
         file = self.base_dir / rel
+        base = self.base_dir.resolve()
+        if Path(rel).is_absolute() or not file.resolve().is_relative_to(base):
+            # Topologies come from pull requests: a schema path must not read files
+            # elsewhere on the machine that runs the check (and echo them in errors).
+            self.err(
+                path,
+                f"payload schema path `{rel[:200]}` leaves the topology's folder ({base.name}/): "
+                "use a path relative to the topology file, below its folder",
+            )
+            return self._schemas[rel]
         try:
             text = file.read_text(encoding="utf-8")
         except FileNotFoundError:

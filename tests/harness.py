@@ -305,32 +305,48 @@ def _start_with_port_retry(server: NatsServer, attempts: int = 3) -> None:
 
 @contextlib.contextmanager
 def running_cluster(
-    binary: ServerBinary | None = None, size: int = 3, name: str = "natstopo"
+    binary: ServerBinary | None = None, size: int = 3, name: str = "natstopo", attempts: int = 3
 ) -> Iterator[NatsCluster]:
-    """A `size`-node JetStream cluster with an elected meta leader, stopped on exit."""
+    """A `size`-node JetStream cluster with an elected meta leader, stopped on exit.
+
+    Ports are picked free a moment before the servers bind them; another process can take
+    one in between (outgoing connections use the same range), so a node that cannot bind
+    restarts the whole cluster on new ports, up to `attempts` times.
+    """
     binary = binary or available_servers()[-1]
-    with tempfile.TemporaryDirectory(prefix="natstopo-cluster-") as tmp:
-        route_ports = [free_port() for _ in range(size)]
-        nodes = []
-        for i in range(size):
-            store = Path(tmp) / f"n{i}"
-            store.mkdir()
-            routes = [f"nats://127.0.0.1:{p}" for j, p in enumerate(route_ports) if j != i]
-            nodes.append(
-                NatsServer(
-                    binary=binary,
-                    name=f"n{i}",
-                    store_dir=store,
-                    cluster_port=route_ports[i],
-                    cluster_name=name,
-                    routes=routes,
-                )
+    for attempt in range(attempts):
+        with tempfile.TemporaryDirectory(prefix="natstopo-cluster-") as tmp:
+            cluster = _new_cluster(binary, size, name, Path(tmp))
+            try:
+                try:
+                    for n in cluster.nodes:
+                        n.start()
+                except HarnessError as exc:
+                    if "address already in use" not in str(exc) or attempt == attempts - 1:
+                        raise
+                    continue
+                cluster.wait_ready()
+                yield cluster
+                return
+            finally:
+                cluster.stop()
+
+
+def _new_cluster(binary: ServerBinary, size: int, name: str, tmp: Path) -> NatsCluster:
+    route_ports = [free_port() for _ in range(size)]
+    nodes = []
+    for i in range(size):
+        store = tmp / f"n{i}"
+        store.mkdir()
+        routes = [f"nats://127.0.0.1:{p}" for j, p in enumerate(route_ports) if j != i]
+        nodes.append(
+            NatsServer(
+                binary=binary,
+                name=f"n{i}",
+                store_dir=store,
+                cluster_port=route_ports[i],
+                cluster_name=name,
+                routes=routes,
             )
-        cluster = NatsCluster(nodes)
-        try:
-            for n in nodes:
-                n.start()
-            cluster.wait_ready()
-            yield cluster
-        finally:
-            cluster.stop()
+        )
+    return NatsCluster(nodes)
