@@ -103,7 +103,14 @@ log "step 2/4: Python language host (sdk/v3 v$PULUMI_VERSION)"
 log "step 2/4: done"
 
 log "step 3/4: exec and dynamic-provider scripts from the sdk/v3 module"
-sdk_dir=$(cd "$HERE/language-python" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+# `go mod download` rather than `go list -m`: the latter reports no folder for a module that
+# is not in the module cache yet.
+sdk_dir=$(cd "$HERE/language-python" &&
+    go mod download -json github.com/pulumi/pulumi/sdk/v3 | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+if [ -z "$sdk_dir" ] || [ ! -d "$sdk_dir/python" ]; then
+    log "error: no sdk/v3 module folder found"
+    exit 1
+fi
 install -m 0755 "$sdk_dir/python/cmd/pulumi-language-python-exec" "$WORK/bin/"
 install -m 0755 "$sdk_dir/python/dist/pulumi-resource-pulumi-python" "$WORK/bin/"
 log "step 3/4: done"

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 )
 
 const providerModule = "github.com/pulumi/pulumi-kubernetes/provider/v4"
@@ -30,11 +29,20 @@ func run(version, out string) error {
 	if version == "" {
 		return fmt.Errorf("-version is required")
 	}
-	dirOut, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", providerModule).Output()
+	// `go mod download -json` also fetches the module when the module cache lacks it
+	// (`go list -m` would only report an empty Dir).
+	dlOut, err := exec.Command("go", "mod", "download", "-json", providerModule).Output()
 	if err != nil {
-		return fmt.Errorf("locating %s: %w", providerModule, err)
+		return fmt.Errorf("downloading %s: %w", providerModule, err)
 	}
-	src := filepath.Join(strings.TrimSpace(string(dirOut)), "cmd", "pulumi-resource-kubernetes")
+	var module struct{ Dir, Error string }
+	if err := json.Unmarshal(dlOut, &module); err != nil {
+		return fmt.Errorf("go mod download -json %s: %w", providerModule, err)
+	}
+	if module.Error != "" || module.Dir == "" {
+		return fmt.Errorf("go mod download %s: no module folder (%s)", providerModule, module.Error)
+	}
+	src := filepath.Join(module.Dir, "cmd", "pulumi-resource-kubernetes")
 
 	var schema map[string]any
 	if err := readJSON(filepath.Join(src, "schema.json"), &schema); err != nil {
