@@ -9,7 +9,7 @@ EXTRA_SERVER_VERSIONS ?= 2.10.26
 ENV ?= local
 TOPOLOGY ?= topology/topology.yaml
 
-.PHONY: setup servers local test test-fast lint typecheck bench clean constraints
+.PHONY: setup servers pulumi-engine local test test-fast lint typecheck bench clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,13 +37,19 @@ servers: | $(BIN)/python
 	  fi; \
 	done
 
+# The Pulumi CLI and its plugins: a `pulumi` on PATH is used as it is; otherwise they are
+# built from Go modules into $(NATSTOPO_CACHE)/pulumi (cold: tens of minutes on 2 cores;
+# warm: a second). See tools/pulumi-engine/README.md.
+pulumi-engine:
+	bash tools/pulumi-engine/build.sh
+
 # The main job on the embedded local default: validate the topology, start a local JetStream
 # server (store under $(NATSTOPO_CACHE)/local), apply the topology to it, check drift, stop.
 # `make local KEEP=1` leaves the server running for application services.
 local: setup
 	$(BIN)/python tools/local_up.py $(TOPOLOGY) --env $(ENV) $(if $(KEEP),--keep)
 
-test: setup lint typecheck
+test: setup pulumi-engine lint typecheck
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed
