@@ -252,12 +252,22 @@ def _parse(
         topology = checker.build(environment)
         if all_environments and environment is None:
             base = set(checker.errors)
+            base_warnings = set(checker.warnings)
             for env in envs:
-                start = len(checker.errors)
+                start, wstart = len(checker.errors), len(checker.warnings)
                 checker.build(env)
                 checker.errors[start:] = [
                     _in_environment(e, env) for e in checker.errors[start:] if e not in base
                 ]
+                checker.warnings[wstart:] = [
+                    _in_environment(w, env)
+                    for w in checker.warnings[wstart:]
+                    if w not in base_warnings
+                ]
+            if topology is not None:
+                # The base model reports what any environment would warn about too.
+                warnings = tuple(sorted(set(checker.warnings)))
+                topology = dataclasses.replace(topology, warnings=warnings)
     all_errors = sorted(set(errors + checker.errors))
     return (None if all_errors else topology), all_errors
 
@@ -789,6 +799,8 @@ class _Checker:
             return None
         ss = settings[sname]
         values = {k: self._value(ss, k) for k in STREAM_SETTINGS}
+        if values["duplicate_window"] == 0:
+            values["duplicate_window"] = None  # the server reads 0 as "its default" (2m)
         prefix = values["subject_prefix"] if isinstance(values["subject_prefix"], str) else sname
         # -- topics and subjects
         topics: list[Topic] = []

@@ -71,3 +71,36 @@ def test_shipped_topology_has_no_warnings() -> None:
     shipped = Path(__file__).resolve().parent.parent / "topology" / "topology.yaml"
     for env in (None, "local", "dev", "staging", "prod"):
         assert load_topology(shipped, env).warnings == (), env
+
+
+def test_validating_every_environment_reports_their_warnings(tmp_path: Path) -> None:
+    # The base keeps limits retention (nothing dropped); dev moves the stream to interest
+    # retention, where the unconsumed topic's events would be dropped.
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        TOPOLOGY.replace(
+            "    retention: interest\n", "    retention: limits\n    dead_letter: DLQ\n"
+        )
+        + "  DLQ: {}\nenvironments:\n  dev: {streams: {EVENTS: {retention: interest}}}\n"
+    )
+    from bus_runtime import check_topology
+
+    topology, errors = check_topology(path, all_environments=True)
+    assert errors == [] and topology is not None
+    assert [(w.line, w.path) for w in topology.warnings] == [
+        (9, "streams.EVENTS.topics.lonely.topic")
+    ]
+    assert "(in environment `dev`)" in topology.warnings[0].message
+    assert load_topology(path).warnings == ()  # the base alone is fine
+
+
+def test_duplicate_window_0_means_the_server_default(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        TOPOLOGY.replace(
+            "    retention: interest\n", "    retention: interest\n    duplicate_window: 0\n"
+        )
+    )
+    stream = load_topology(path).stream("EVENTS")
+    assert stream.duplicate_window is None
+    assert "duplicate_window" not in stream.to_stream_config()
