@@ -33,7 +33,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.yaml"
         path.write_text(text)
-        totals, yaml_t, fast_t, full_t = [], [], [], []
+        # The headline first, on its own: the phase runs below leave garbage behind.
+        totals = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            topo, errors = _loader.check_topology(path)
+            totals.append(time.perf_counter() - t0)
+            if errors:
+                print("\n".join(map(str, errors[:5])), file=sys.stderr)
+                return 1
+        yaml_t, fast_t, full_t = [], [], []
         for _ in range(args.runs):
             with _loader._gc_paused():
                 t0 = time.perf_counter()
@@ -46,11 +55,8 @@ def main() -> int:
             yaml_t.append(t1 - t0)
             fast_t.append(t2 - t1)
             full_t.append(t3 - t2)
-            t4 = time.perf_counter()
-            topo, errors = _loader.check_topology(path)
-            totals.append(time.perf_counter() - t4)
-            if errors or not fast_ok:
-                print("\n".join(map(str, errors[:5])) or "fast check refused", file=sys.stderr)
+            if not fast_ok:
+                print("the compiled schema check refused a valid topology", file=sys.stderr)
                 return 1
         assert topo is not None
         print(f"topology: {topo.summary()}, {len(text.splitlines())} lines")
