@@ -45,9 +45,11 @@ pulumi-engine:
 
 # The main job on the embedded local default: validate the topology, start a local JetStream
 # server (store under $(NATSTOPO_CACHE)/local), apply the topology to it, check drift, stop.
-# `make local KEEP=1` leaves the server running for application services.
+# `make local KEEP=1` leaves the server running for application services;
+# `make local ALLOW_DESTRUCTIVE=1` lets apply replace or delete assets of the local store.
 local: setup
-	$(BIN)/python tools/local_up.py $(TOPOLOGY) --env $(ENV) $(if $(KEEP),--keep)
+	$(BIN)/python tools/local_up.py $(TOPOLOGY) --env $(ENV) $(if $(KEEP),--keep) \
+	  $(if $(ALLOW_DESTRUCTIVE),--allow-destructive)
 
 test: setup pulumi-engine lint typecheck
 	$(BIN)/python -m pytest

@@ -57,6 +57,11 @@ def main() -> int:
     ap.add_argument("--env", default="local")
     ap.add_argument("--port", type=int, default=0, help="client port (default: a free one)")
     ap.add_argument("--keep", action="store_true", help="leave the server running")
+    ap.add_argument(
+        "--allow-destructive",
+        action="store_true",
+        help="let apply replace or delete assets of the local store (their messages are lost)",
+    )
     args = ap.parse_args()
 
     if natstopo("validate", args.file, "--env", args.env) != 0:
@@ -95,7 +100,14 @@ def main() -> int:
     try:
         wait_ready(port, proc, log)
         url = f"nats://127.0.0.1:{port}"
-        code = natstopo("apply", args.file, "--env", args.env, "--server", url)
+        extra = ["--allow-destructive"] if args.allow_destructive else []
+        code = natstopo("apply", args.file, "--env", args.env, "--server", url, *extra)
+        if code == 2:
+            print(
+                f"the local store ({store}) keeps its streams between runs; to let this change "
+                "replace or delete them: make local ALLOW_DESTRUCTIVE=1 (or remove the store)",
+                file=sys.stderr,
+            )
         if code != 0:
             return code
         code = natstopo("drift", args.file, "--env", args.env, "--server", url)
