@@ -34,6 +34,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from ._connect import split_servers
 from ._envelope import (
     MSG_ID_HEADER,
     ConsumedTopics,
@@ -164,12 +165,6 @@ def resolve_topology(
             )
         return topology
     return load_topology(topology, environment)
-
-
-def _split_servers(servers: str | Sequence[str]) -> list[str]:
-    if isinstance(servers, str):
-        return [s.strip() for s in servers.split(",") if s.strip()]
-    return list(servers)
 
 
 # -- publishing ----------------------------------------------------------------------------
@@ -857,7 +852,7 @@ class NATSEventBus:
         self.topology = resolve_topology(topology, environment)
         self.service = service
         self.binding = ServiceBinding(self.topology, service)
-        self.servers = _split_servers(servers)
+        self.servers = list(split_servers(servers))
         self.startup_check = startup_check
         self.auto_provision = auto_provision
         self.publish_timeout = publish_timeout

@@ -29,6 +29,7 @@ from ._envelope import MSG_ID_HEADER, ConsumedTopics, EventPayload, ServiceBindi
 from ._errors import BusClosedError, BusError, InvalidEnvelopeError, SetupError
 from ._model import Consumer, Topology
 from ._observe import ACKED, DEAD_LETTERED, LEFT, RETRIED, BusMetrics, log_fields, logger
+from ._subjects import subject_matches
 
 DEFAULT_DUPLICATE_WINDOW = 120.0
 # NATSEventBus options that mean nothing in memory: accepted (so the same settings can
@@ -137,7 +138,7 @@ class MemoryBroker:
         if msg_id:
             self._dedup[stream_name][msg_id] = (seq, now)
         for c in stream.consumers:
-            if not c.filter_subjects or any(_matches(f, subject) for f in c.filter_subjects):
+            if not c.filter_subjects or any(subject_matches(f, subject) for f in c.filter_subjects):
                 self.consumers[(stream_name, c.name)].offer(msg)
         return seq
 
@@ -160,12 +161,6 @@ class MemoryBroker:
         server, for a service that is not running here.
         """
         return all(c.idle for c in self.consumers.values() if c.attached)
-
-
-def _matches(pattern: str, subject: str) -> bool:
-    from ._subjects import subject_matches
-
-    return subject_matches(pattern, subject)
 
 
 class MemoryEventBus:
