@@ -239,5 +239,9 @@ async def connect(options: ConnectOptions | None = None) -> Client:
     try:
         return await nats.connect(**kwargs)  # type: ignore[arg-type]
     except (TimeoutError, OSError, NatsError) as exc:
-        last = errors[-1] if errors else exc
-        raise ConnectError(options.servers, _reason(last, options.connect_timeout)) from exc
+        # Retries of a refused login can end in "connection reset" (the server closes right
+        # after its -ERR): an authorization failure seen on any attempt is the real reason.
+        reasons = [_reason(e, options.connect_timeout) for e in (*errors, exc)]
+        auth = [r for r in reasons if r.startswith("authorization failed")]
+        reason = auth[0] if auth else (reasons[-2] if errors else reasons[-1])
+        raise ConnectError(options.servers, reason) from exc
