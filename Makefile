@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 NATSTOPO_CACHE ?= $(HOME)/.cache/natstopo
 export NATSTOPO_CACHE
 # Older nats-server releases tested beside the newest one that the dev extra installs.
-EXTRA_SERVER_VERSIONS ?= 2.10.26
+EXTRA_SERVER_VERSIONS ?= 2.10.26 2.11.11 2.12.8 2.14.6
 ENV ?= local
 TOPOLOGY ?= topology/topology.yaml
 

@@ -1,8 +1,10 @@
 """Shared fixtures: real nats-server processes from tests/harness.py.
 
 - `nats_server` / `nats_cluster`: the newest server version available.
-- `nats_server_each` / `nats_cluster_each`: once per available version (2.10 and the
-  newest when `make servers` has unpacked the older one).
+- `nats_server_each` / `nats_cluster_each`: on the oldest and the newest available
+  version (2.10 and 2.15 once `make servers` has unpacked the older ones).
+- `ALL_SERVERS`: every available version (2.10, 2.11, 2.12, 2.14, 2.15), for the
+  conformance matrix that proves the reconciler's rules per version.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from harness import (
     running_server,
 )
 
-SERVERS = available_servers()
+ALL_SERVERS = available_servers()
+# Most behaviour is proven on the oldest and the newest server; the conformance matrix
+# alone runs on every version.
+SERVERS = sorted({ALL_SERVERS[0], ALL_SERVERS[-1]}) if ALL_SERVERS else []
 REPO = Path(__file__).resolve().parent.parent
 
 
