@@ -25,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from generate_topology import generate
 from harness import available_servers, running_cluster, running_server
 
-from bus_runtime._connect import ConnectOptions, connect
-from bus_runtime._loader import load_topology
-from bus_runtime._model import Topology
-from bus_runtime._reconcile import apply_plan, plan_changes
-from bus_runtime._reconcile_import import import_topology
+from bus_runtime.jetstream.connect import ConnectOptions, connect
+from bus_runtime.reconcile.apply import apply_plan
+from bus_runtime.reconcile.importer import import_topology
+from bus_runtime.reconcile.planner import plan_changes
+from bus_runtime.topology.loader import load_topology
+from bus_runtime.topology.model import Topology
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_ENV = """\

@@ -39,8 +39,9 @@ from harness import running_server
 from nats.js.api import ConsumerConfig
 
 from bus_runtime import EventPayload, NATSEventBus, load_topology, new_event_id
-from bus_runtime._envelope import encode_envelope
-from bus_runtime._reconcile import apply_plan, plan_changes
+from bus_runtime.bus.envelope import encode_envelope
+from bus_runtime.reconcile.apply import apply_plan
+from bus_runtime.reconcile.planner import plan_changes
 
 TOPOLOGY = """\
 version: 1

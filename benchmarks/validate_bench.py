@@ -18,8 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from generate_topology import generate
 
-from bus_runtime import _loader
-from bus_runtime._yaml import load_yaml
+from bus_runtime.topology import loader as _loader
+from bus_runtime.topology.schema import fast_check, strict_validator
+from bus_runtime.topology.yaml_source import load_yaml
 
 
 def main() -> int:
@@ -48,9 +49,9 @@ def main() -> int:
                 t0 = time.perf_counter()
                 data, _locs, _ = load_yaml(text, str(path))
                 t1 = time.perf_counter()
-                fast_ok = _loader._fast_check()(data)
+                fast_ok = fast_check()(data)
                 t2 = time.perf_counter()
-                list(_loader._validator().iter_errors(data))
+                list(strict_validator().iter_errors(data))
                 t3 = time.perf_counter()
             yaml_t.append(t1 - t0)
             fast_t.append(t2 - t1)

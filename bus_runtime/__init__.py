@@ -1,7 +1,13 @@
-"""bus_runtime: the topology model of natstopo, its validator, and the event bus runtime.
+"""bus_runtime: the topology model of natstopo, its validator, the reconciler and the event bus.
 
 Application code publishes and consumes only what the topology declares. The public API
-is what `__all__` lists; everything else lives in `_`-prefixed modules.
+is what `__all__` lists, imported from here; the subpackages are internal and may change:
+
+- `topology`: the model, loading and the semantic checks;
+- `jetstream`: connecting, the one JetStream API client, the server's defaults and rules;
+- `reconcile`: plan, apply, drift and import against a live server;
+- `bus`: the event bus (envelope, delivery policy, the NATS bus, the memory bus);
+- `cli`: the `natstopo` command line.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -21,48 +27,43 @@ from ._errors import (
     TopologyValidationError,
     UnsupportedFeatureError,
 )
-from ._loader import check_topology, load_topology, topology_schema
-from ._model import Consumer, Service, Stream, Topic, Topology
-from ._units import format_duration, format_size, parse_duration, parse_size
+from .topology.loader import check_topology, load_topology, topology_schema
+from .topology.model import Consumer, Service, Stream, Topic, Topology
+from .topology.units import format_duration, format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from ._bus import EventBus, Handler, NATSEventBus, create_event_bus
-    from ._connect import ConnectOptions
-    from ._envelope import EventPayload, new_event_id
-    from ._memory import MemoryBroker, MemoryEventBus
-    from ._observe import BusMetrics
-    from ._reconcile import (
-        ApplyResult,
-        Change,
-        FieldChange,
-        Plan,
-        apply_plan,
-        plan_changes,
-        reconcile,
-        reconcile_async,
-    )
+    from .bus.contract import EventBus, Handler
+    from .bus.envelope import EventPayload, new_event_id
+    from .bus.factory import create_event_bus
+    from .bus.memory import MemoryBroker, MemoryEventBus
+    from .bus.nats_bus import NATSEventBus
+    from .bus.observability import BusMetrics
+    from .jetstream.connect import ConnectOptions
+    from .reconcile.apply import apply_plan, reconcile, reconcile_async
+    from .reconcile.plan import ApplyResult, Change, FieldChange, Plan
+    from .reconcile.planner import plan_changes
 
 # What needs the NATS client is imported on first use, so loading or validating a
 # topology (the CLI's `validate`, a Pulumi program) does not pay for it.
 _LAZY = {
-    "EventBus": "_bus",
-    "Handler": "_bus",
-    "NATSEventBus": "_bus",
-    "create_event_bus": "_bus",
-    "ConnectOptions": "_connect",
-    "EventPayload": "_envelope",
-    "new_event_id": "_envelope",
-    "MemoryBroker": "_memory",
-    "MemoryEventBus": "_memory",
-    "BusMetrics": "_observe",
-    "ApplyResult": "_reconcile",
-    "Change": "_reconcile",
-    "FieldChange": "_reconcile",
-    "Plan": "_reconcile",
-    "apply_plan": "_reconcile",
-    "plan_changes": "_reconcile",
-    "reconcile": "_reconcile",
-    "reconcile_async": "_reconcile",
+    "EventBus": "bus.contract",
+    "Handler": "bus.contract",
+    "NATSEventBus": "bus.nats_bus",
+    "create_event_bus": "bus.factory",
+    "ConnectOptions": "jetstream.connect",
+    "EventPayload": "bus.envelope",
+    "new_event_id": "bus.envelope",
+    "MemoryBroker": "bus.memory",
+    "MemoryEventBus": "bus.memory",
+    "BusMetrics": "bus.observability",
+    "ApplyResult": "reconcile.plan",
+    "Change": "reconcile.plan",
+    "FieldChange": "reconcile.plan",
+    "Plan": "reconcile.plan",
+    "apply_plan": "reconcile.apply",
+    "plan_changes": "reconcile.planner",
+    "reconcile": "reconcile.apply",
+    "reconcile_async": "reconcile.apply",
 }
 
 

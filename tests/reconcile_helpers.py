@@ -11,8 +11,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
-from bus_runtime._loader import load_topology, parse_topology
-from bus_runtime._model import Topology
+from bus_runtime.topology.loader import load_topology, parse_topology
+from bus_runtime.topology.model import Topology
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "topology" / "topology.yaml"

@@ -12,8 +12,8 @@ from textwrap import dedent
 
 import pytest
 
-from bus_runtime._cli import main
-from bus_runtime._loader import load_topology
+from bus_runtime.cli.main import main
+from bus_runtime.topology.loader import load_topology
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "topology" / "topology.yaml"

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bus_runtime._errors import TopologyError, TopologyValidationError
-from bus_runtime._loader import load_topology, parse_topology, topology_schema
-from bus_runtime._schema_check import compile_check
+from bus_runtime.topology.json_schema_compiler import compile_check
+from bus_runtime.topology.loader import load_topology, parse_topology, topology_schema
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "topology" / "topology.yaml"

@@ -24,17 +24,13 @@ from reconcile_helpers import (
 )
 
 from bus_runtime._errors import ChangesRefusedError, ReconcileError, UnsupportedFeatureError
-from bus_runtime._loader import load_topology, parse_topology
-from bus_runtime._model import Topology
-from bus_runtime._reconcile import (
-    MARK_FINGERPRINT,
-    MARK_TOPOLOGY,
-    Change,
-    Plan,
-    apply_plan,
-    plan_changes,
-)
-from bus_runtime._reconcile_import import import_topology
+from bus_runtime.reconcile.apply import apply_plan
+from bus_runtime.reconcile.importer import import_topology
+from bus_runtime.reconcile.marks import MARK_FINGERPRINT, MARK_TOPOLOGY
+from bus_runtime.reconcile.plan import Change, Plan
+from bus_runtime.reconcile.planner import plan_changes
+from bus_runtime.topology.loader import load_topology, parse_topology
+from bus_runtime.topology.model import Topology
 
 pytestmark = pytest.mark.nats
 

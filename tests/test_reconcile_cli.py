@@ -10,7 +10,7 @@ import pytest
 from harness import NatsServer, free_port
 from reconcile_helpers import SHIPPED, SHOP, connect, edit_consumer, edit_stream
 
-from bus_runtime._cli import main
+from bus_runtime.cli.main import main
 
 pytestmark = pytest.mark.nats
 
@@ -178,7 +178,7 @@ def test_drift_names_missing_assets(
 def test_blocking_reconcile_helper(nats_server: NatsServer) -> None:
     from reconcile_helpers import shipped
 
-    from bus_runtime._reconcile import reconcile
+    from bus_runtime.reconcile.apply import reconcile
 
     topology = shipped("local")
     dry = reconcile(nats_server.url, topology, apply=False)
@@ -193,7 +193,7 @@ def test_blocking_reconcile_helper(nats_server: NatsServer) -> None:
 async def test_blocking_helper_inside_an_event_loop(nats_server: NatsServer) -> None:
     from reconcile_helpers import shop
 
-    from bus_runtime._reconcile import reconcile
+    from bus_runtime.reconcile.apply import reconcile
 
     result = reconcile(nats_server.url, shop())
     assert len(result.steps) == 5  # 2 streams, 3 consumers

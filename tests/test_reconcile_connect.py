@@ -13,7 +13,7 @@ import pytest
 from harness import NatsServer, available_servers
 from reconcile_helpers import SHIPPED
 
-from bus_runtime._cli import main
+from bus_runtime.cli.main import main
 
 pytestmark = pytest.mark.nats
 

@@ -7,20 +7,20 @@ import argparse
 import pytest
 from reconcile_helpers import SHOP, shop, topology_from_text
 
-from bus_runtime._connect import ConnectOptions, add_connect_args, options_from_args, split_servers
 from bus_runtime._errors import UnsupportedFeatureError
-from bus_runtime._reconcile import (
-    Change,
-    FieldChange,
-    Plan,
-    _classify_stream_field,
-    _diff_consumer,
-    _diff_stream,
-    check_features,
-    format_value,
+from bus_runtime.jetstream.connect import (
+    ConnectOptions,
+    add_connect_args,
+    options_from_args,
+    split_servers,
 )
-from bus_runtime._reconcile_import import _common_prefix, service_name
-from bus_runtime._units import DAY, SECOND
+from bus_runtime.reconcile.diff import classify_stream_field as _classify_stream_field
+from bus_runtime.reconcile.importer import _common_prefix, service_name
+from bus_runtime.reconcile.plan import Change, FieldChange, Plan, format_value
+from bus_runtime.reconcile.planner import check_features
+from bus_runtime.reconcile.planner import diff_consumer as _diff_consumer
+from bus_runtime.reconcile.planner import diff_stream as _diff_stream
+from bus_runtime.topology.units import DAY, SECOND
 
 GIB = 1024**3
 

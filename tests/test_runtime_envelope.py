@@ -14,9 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus_runtime import EventPayload, InvalidEnvelopeError, load_topology, new_event_id
-from bus_runtime._envelope import (
-    PayloadSchema,
-    compile_payload_check,
+from bus_runtime.bus.binding import PayloadSchema, compile_payload_check
+from bus_runtime.bus.envelope import (
     decode_envelope,
     encode_envelope,
     now_rfc3339,
@@ -210,7 +209,7 @@ def test_data_that_is_not_json_is_refused(tmp_path: Path) -> None:
     from test_runtime_support import write_topology
 
     from bus_runtime import PayloadValidationError
-    from bus_runtime._envelope import ServiceBinding
+    from bus_runtime.bus.binding import ServiceBinding
 
     binding = ServiceBinding(load_topology(write_topology(tmp_path)), "svc-a")
     bad = EventPayload(data={"n": 1, "when": datetime.date(2026, 1, 1)}, actor="a", tenant_id="t")
@@ -221,8 +220,8 @@ def test_data_that_is_not_json_is_refused(tmp_path: Path) -> None:
 
 
 def test_retry_delays_and_heartbeat_follow_the_consumer() -> None:
-    from bus_runtime._bus import DEFAULT_RETRY_DELAYS, heartbeat_after, retry_delay
-    from bus_runtime._model import Consumer
+    from bus_runtime.bus.delivery import DEFAULT_RETRY_DELAYS, heartbeat_after, retry_delay
+    from bus_runtime.topology.model import Consumer
 
     declared = Consumer(
         "c", "S", "svc", backoff=(1_000_000_000, 5_000_000_000), ack_wait=60 * 10**9

@@ -26,7 +26,7 @@ from bus_runtime import (
     StartupCheckError,
     load_topology,
 )
-from bus_runtime._cli import main as natstopo
+from bus_runtime.cli.main import main as natstopo
 
 pytestmark = pytest.mark.nats
 

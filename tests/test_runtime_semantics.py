@@ -23,7 +23,7 @@ from bus_runtime import (
     TopicNotDeclaredError,
     create_event_bus,
 )
-from bus_runtime._envelope import encode_envelope
+from bus_runtime.bus.envelope import encode_envelope
 
 
 @dataclass

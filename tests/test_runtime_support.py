@@ -18,7 +18,8 @@ from typing import Any
 from nats.aio.client import Client
 
 from bus_runtime import Topology, load_topology
-from bus_runtime._reconcile import apply_plan, plan_changes
+from bus_runtime.reconcile.apply import apply_plan
+from bus_runtime.reconcile.planner import plan_changes
 
 JOB_SCHEMA = {
     "type": "object",

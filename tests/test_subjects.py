@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus_runtime._subjects import (
+from bus_runtime.topology.subjects import (
     SubjectIndex,
     is_valid_name,
     subject_matches,

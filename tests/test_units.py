@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus_runtime._units import (
+from bus_runtime.topology.units import (
     DAY,
     DURATION_PATTERN,
     HOUR,

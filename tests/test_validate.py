@@ -14,7 +14,7 @@ from textwrap import dedent
 import pytest
 
 from bus_runtime._errors import TopologyError, TopologyValidationError
-from bus_runtime._loader import check_topology, load_topology
+from bus_runtime.topology.loader import check_topology, load_topology
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "topology" / "topology.yaml"

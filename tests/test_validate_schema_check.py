@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bus_runtime._schema_check import Unsupported, compile_check
+from bus_runtime.topology.json_schema_compiler import Unsupported, compile_check
 
 json_scalars = st.one_of(
     st.none(),

@@ -20,7 +20,7 @@ from harness import NatsServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bus_runtime._loader import parse_topology
+from bus_runtime.topology.loader import parse_topology
 
 pytestmark = pytest.mark.nats
 

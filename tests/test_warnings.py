@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bus_runtime import load_topology
-from bus_runtime._cli import main
+from bus_runtime.cli.main import main
 
 TOPOLOGY = textwrap.dedent(
     """\

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .._observe import BusMetrics
+from ..bus.observability import BusMetrics
 
 
 class PrometheusMetrics(BusMetrics):

@@ -27,58 +27,31 @@ import yaml
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
-from ._errors import ReconcileError
-from ._loader import parse_topology
-from ._model import CONSUMER_FIELD_TO_API, DURATION_FIELDS, SIZE_FIELDS, STREAM_FIELD_TO_API
-from ._reconcile import (
-    MARK_SERVICE,
-    MARK_TOPOLOGY,
-    JetStreamApi,
-    _read_consumers,
-    _user_metadata,
+from .._errors import ReconcileError
+from ..jetstream.api import JetStreamApi
+from ..jetstream.rules import CONSUMER_DEFAULTS, STREAM_DEFAULTS
+from ..topology.checks.base import BUILTIN_CONSUMER, BUILTIN_STREAM
+from ..topology.loader import parse_topology
+from ..topology.model import (
+    CONSUMER_FIELD_TO_API,
+    DURATION_FIELDS,
+    SIZE_FIELDS,
+    STREAM_FIELD_TO_API,
 )
-from ._units import MINUTE, SECOND, format_duration, format_size
+from ..topology.units import MINUTE, format_duration, format_size
+from .marks import MARK_SERVICE, MARK_TOPOLOGY, user_metadata
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
-# Values equal to these are not written (the server's defaults, and the loader's own).
-_STREAM_DEFAULTS: dict[str, Any] = {
-    "retention": "limits",
-    "storage": "file",
-    "replicas": 1,
-    "max_age": 0,
-    "max_bytes": -1,
-    "max_msgs": -1,
-    "max_msgs_per_subject": -1,
-    "max_msg_size": -1,
-    "max_consumers": -1,
-    "discard": "old",
-    "discard_new_per_subject": False,
-    "compression": "none",
-    "allow_rollup_hdrs": False,
-    "deny_delete": False,
-    "deny_purge": False,
-    "allow_direct": False,
-    "allow_msg_ttl": False,
-    "subject_delete_marker_ttl": 0,
-    "description": "",
-}
-_CONSUMER_DEFAULTS: dict[str, Any] = {
-    "ack_policy": "explicit",
-    "deliver_policy": "all",
-    "ack_wait": 30 * SECOND,
-    "max_deliver": 3,  # the loader's default, not the server's (-1): so -1 is written
-    "max_ack_pending": 1000,
-    "opt_start_seq": 0,
-    "replay_policy": "instant",
-    "max_waiting": 512,
-    "max_request_batch": 0,
-    "max_request_expires": 0,
-    "replicas": 0,
-    "mem_storage": False,
-    "headers_only": False,
-    "description": "",
-}
+
+def _not_written(fld: str, kind: str) -> Any:
+    """The value a topology gets when it does not write `fld`: natstopo's built-in default,
+    else the server's own."""
+    if kind == "stream":
+        builtin, api, server = BUILTIN_STREAM, STREAM_FIELD_TO_API, STREAM_DEFAULTS
+    else:
+        builtin, api, server = BUILTIN_CONSUMER, CONSUMER_FIELD_TO_API, CONSUMER_DEFAULTS
+    return builtin[fld] if fld in builtin else server.get(api[fld])
 
 
 @dataclass
@@ -146,10 +119,10 @@ def _stream_settings(cfg: dict[str, Any]) -> dict[str, Any]:
             default = min(2 * MINUTE, max_age) if max_age else 2 * MINUTE
             if value in (0, default):
                 continue
-        elif value == _STREAM_DEFAULTS.get(fld) or value is None:
+        elif value == _not_written(fld, "stream") or value in (None, ""):
             continue
         out[fld] = _value(fld, value)
-    md = _user_metadata(cfg.get("metadata"))
+    md = user_metadata(cfg.get("metadata"))
     if md:
         out["metadata"] = md
     return out
@@ -164,16 +137,14 @@ def _consumer_settings(cfg: dict[str, Any], stream_replicas: int) -> dict[str, A
             continue
         if fld == "ack_wait" and backoff:
             continue  # the server sets it to backoff[0], and so does the loader
-        if fld == "max_deliver" and value == 3:
-            continue
         if fld == "replicas" and value == stream_replicas:
             continue
-        if fld != "max_deliver" and value == _CONSUMER_DEFAULTS.get(fld):
+        if value == _not_written(fld, "consumer") or (fld == "description" and not value):
             continue
         out[fld] = _value(fld, value)
-    if "max_deliver" not in out and cfg.get("max_deliver", -1) != 3:
+    if "max_deliver" not in out and cfg.get("max_deliver", -1) != BUILTIN_CONSUMER["max_deliver"]:
         out["max_deliver"] = cfg.get("max_deliver", -1)
-    md = _user_metadata(cfg.get("metadata"))
+    md = user_metadata(cfg.get("metadata"))
     if md:
         out["metadata"] = md
     return out
@@ -295,7 +266,7 @@ async def import_topology(
             dead_letter_of.setdefault(o, sname)
 
     # -- the document
-    consumer_lists = await _read_consumers(api, list(layout))
+    consumer_lists = await api.consumers_of(list(layout))
     services: dict[str, dict[str, Any]] = {}
     streams_doc: dict[str, Any] = {}
     n_consumers = 0

@@ -22,7 +22,7 @@ ACKED = "acked"
 RETRIED = "retried"  # handler failed, NAK with a delay: the server redelivers it
 DEAD_LETTERED = "dead_lettered"
 LEFT = "left"  # could not be dead-lettered: left in the stream, logged as an error
-NAKED_ON_STOP = "returned"  # fetched but not started when the bus stopped: NAK, no delay
+RETURNED = "returned"  # fetched but not started when the bus stopped: NAK, no delay
 
 
 class BusMetrics:

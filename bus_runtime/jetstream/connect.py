@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.errors import AuthorizationError, NoServersError
 from nats.errors import Error as NatsError
 
-from ._errors import ConnectError
+from .._errors import ConnectError
 
 DEFAULT_SERVER = "nats://127.0.0.1:4222"
 DEFAULT_CONNECT_TIMEOUT = 5.0

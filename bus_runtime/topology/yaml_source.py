@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ._errors import TopologyError
+from .._errors import TopologyError
 
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Path = tuple[str | int, ...]

@@ -1,9 +1,9 @@
-"""`natstopo dlq list | replay`: inspect dead letters and send them back to their stream.
+"""Dead letters on the server: read them, and send them back to their stream.
 
 A dead letter is the original message (body and headers) stored in the origin stream's
 `dead_letter` stream under `<prefix>.<origin stream>.<original subject>`, with headers
 naming the stream, consumer, sequence, deliveries, reason and error (see
-`bus_runtime._bus.dead_letter_headers`). Replay publishes the body again on the original
+`bus_runtime.bus.delivery.dead_letter_headers`). Replay publishes the body again on the original
 subject with a new `Nats-Msg-Id` (`<event id>.replay.<dlq stream>.<dlq seq>`: the original
 id may still be inside the duplicate window, and a replay run twice stays one message),
 then deletes the dead letter unless `--keep`.
@@ -11,20 +11,18 @@ then deletes the dead letter unless `--keep`.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import json
-import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 
-from ._bus import (
+from .._errors import BusError, ReconcileError
+from ..jetstream.api import NO_MESSAGE_FOUND, JetStreamApi
+from ..topology.model import Topology
+from .delivery import (
     DLQ_CONSUMER,
     DLQ_DELIVERIES,
     DLQ_ERROR,
@@ -36,12 +34,7 @@ from ._bus import (
     DLQ_STREAM,
     DLQ_SUBJECT,
 )
-from ._cli import EXIT_ERROR, EXIT_OK, add_topology_args
-from ._connect import add_connect_args, connect, options_from_args
-from ._envelope import MSG_ID_HEADER
-from ._errors import BusError
-from ._loader import default_topology_path, load_topology
-from ._model import Topology
+from .envelope import MSG_ID_HEADER
 
 REPLAYED_FROM = "Natstopo-Replayed-From"
 
@@ -119,17 +112,6 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-async def _api(nc: Client, subject: str, req: dict[str, Any]) -> dict[str, Any]:
-    try:
-        msg = await nc.request(subject, json.dumps(req).encode(), timeout=5.0)
-    except NoRespondersError as exc:
-        raise BusError(f"{subject}: no JetStream answered (is JetStream enabled?)") from exc
-    except NatsTimeoutError as exc:
-        raise BusError(f"{subject}: no answer in 5s") from exc
-    resp: dict[str, Any] = json.loads(msg.data)
-    return resp
-
-
 def dead_letter_streams(topology: Topology, only: str | None = None) -> list[str]:
     """The topology's dead-letter streams (or `only`, which must be one)."""
     names = [s.name for s in topology.streams if s.dead_letter_sources]
@@ -162,25 +144,26 @@ async def read_dead_letters(
         seqs: Only these sequences (of the dead-letter stream).
         limit: At most this many.
     """
+    api = JetStreamApi(nc)
     wanted = set(seqs) if seqs is not None else None
     out: list[DeadLetter] = []
     for name in dead_letter_streams(topology, stream):
         dl = topology.stream(name)
-        info = await _api(nc, f"$JS.API.STREAM.INFO.{name}", {})
-        if "error" in info:
-            if info["error"].get("err_code") == 10059:  # stream not found
-                continue
-            raise BusError(f"stream {name}: {info['error'].get('description')}")
+        info = await api.stream_info(name)
+        if info is None:
+            continue
         state = info.get("state", {})
         seq, last = int(state.get("first_seq", 0) or 0), int(state.get("last_seq", 0) or 0)
         filt = f"{dl.subject_prefix}.{origin}.>" if origin else ">"
         while seq and seq <= last:
             if limit is not None and len(out) >= limit:
                 return out
-            resp = await _api(
-                nc, f"$JS.API.STREAM.MSG.GET.{name}", {"seq": seq, "next_by_subj": filt}
+            resp = await api.call(
+                f"STREAM.MSG.GET.{name}",
+                {"seq": seq, "next_by_subj": filt},
+                missing=NO_MESSAGE_FOUND,
             )
-            if "error" in resp:
+            if resp is None:
                 break  # no message at or after seq
             m = resp["message"]
             seq = int(m["seq"]) + 1
@@ -226,6 +209,7 @@ async def replay_dead_letter(nc: Client, letter: DeadLetter, *, keep: bool = Fal
     base = letter.event_id or f"{letter.stream}:{letter.seq}"
     headers[MSG_ID_HEADER] = f"{base}.replay.{letter.dlq_stream}.{letter.dlq_seq}"
     headers[REPLAYED_FROM] = f"{letter.dlq_stream}:{letter.dlq_seq}"
+    api = JetStreamApi(nc)
     js = nc.jetstream()
     try:
         ack = await js.publish(letter.subject, letter.data, headers=headers, timeout=5.0)
@@ -234,100 +218,10 @@ async def replay_dead_letter(nc: Client, letter: DeadLetter, *, keep: bool = Fal
             f"replay of {letter.dlq_stream} #{letter.dlq_seq} to {letter.subject} failed: {exc!r}"
         ) from exc
     if not keep:
-        resp = await _api(
-            nc, f"$JS.API.STREAM.MSG.DELETE.{letter.dlq_stream}", {"seq": letter.dlq_seq}
-        )
-        if "error" in resp:
+        try:
+            await api.call(f"STREAM.MSG.DELETE.{letter.dlq_stream}", {"seq": letter.dlq_seq})
+        except ReconcileError as exc:
             raise BusError(
-                f"replayed {letter.dlq_stream} #{letter.dlq_seq} but could not delete it: "
-                f"{resp['error'].get('description')}"
-            )
+                f"replayed {letter.dlq_stream} #{letter.dlq_seq} but could not delete it: {exc}"
+            ) from exc
     return int(ack.seq)
-
-
-def _topology(args: argparse.Namespace) -> Topology:
-    return load_topology(args.file or default_topology_path(), args.env)
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    topology = _topology(args)
-
-    async def main() -> list[DeadLetter]:
-        nc = await connect(options_from_args(args))
-        try:
-            return await read_dead_letters(
-                nc, topology, stream=args.stream, origin=args.origin, limit=args.limit
-            )
-        finally:
-            await nc.close()
-
-    letters = asyncio.run(main())
-    if args.format == "json":
-        print(json.dumps([d.to_dict() for d in letters], indent=2))
-    else:
-        for d in letters:
-            print(d.to_text())
-        print(f"{len(letters)} dead letter{'s' if len(letters) != 1 else ''}")
-    return EXIT_OK
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    if not args.all and not args.seq:
-        print("natstopo dlq replay: error: give --seq N (repeatable) or --all", file=sys.stderr)
-        return EXIT_ERROR
-    topology = _topology(args)
-
-    async def main() -> int:
-        nc = await connect(options_from_args(args))
-        try:
-            letters = await read_dead_letters(
-                nc,
-                topology,
-                stream=args.stream,
-                origin=args.origin,
-                seqs=None if args.all else args.seq,
-            )
-            if args.seq and not args.all:
-                missing = sorted(set(args.seq) - {d.dlq_seq for d in letters})
-                if missing:
-                    raise BusError(f"no dead letter with sequence {', '.join(map(str, missing))}")
-            for d in letters:
-                new_seq = await replay_dead_letter(nc, d, keep=args.keep)
-                print(
-                    f"replayed {d.dlq_stream} #{d.dlq_seq} -> {d.subject} "
-                    f"({d.stream} seq {new_seq}){' (kept)' if args.keep else ''}",
-                    flush=True,
-                )
-            return len(letters)
-        finally:
-            await nc.close()
-
-    n = asyncio.run(main())
-    print(f"{n} dead letter{'s' if n != 1 else ''} replayed")
-    return EXIT_OK
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dlq", help="inspect and replay dead letters")
-    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
-    for name, func, text in (
-        ("list", cmd_list, "list dead letters with where and why they failed"),
-        ("replay", cmd_replay, "publish dead letters again on their original subject"),
-    ):
-        q = dsub.add_parser(name, help=text)
-        add_topology_args(q)
-        add_connect_args(q)
-        q.add_argument("--stream", default=None, help="only this dead-letter stream")
-        q.add_argument("--origin", default=None, help="only dead letters of this origin stream")
-        q.set_defaults(func=func)
-        if name == "list":
-            q.add_argument("--limit", type=int, default=None, help="at most N dead letters")
-            q.add_argument("--format", choices=["text", "json"], default="text")
-        else:
-            q.add_argument(
-                "--seq", type=int, action="append", default=None, help="dead letter sequence"
-            )
-            q.add_argument("--all", action="store_true", help="every dead letter (in scope)")
-            q.add_argument(
-                "--keep", action="store_true", help="keep the dead letter after replaying"
-            )

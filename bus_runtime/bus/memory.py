@@ -19,17 +19,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._bus import (
-    Handler,
-    dead_letter_headers,
-    resolve_topology,
-    retry_delay,
-)
-from ._envelope import MSG_ID_HEADER, ConsumedTopics, EventPayload, ServiceBinding
-from ._errors import BusClosedError, BusError, InvalidEnvelopeError, SetupError
-from ._model import Consumer, Topology
-from ._observe import ACKED, DEAD_LETTERED, LEFT, RETRIED, BusMetrics, log_fields, logger
-from ._subjects import subject_matches
+from .._errors import BusClosedError, BusError, InvalidEnvelopeError, SetupError
+from ..topology.model import Consumer, Topology
+from ..topology.subjects import subject_matches
+from .binding import ConsumedTopics, ServiceBinding, resolve_topology
+from .contract import Handler
+from .delivery import dead_letter_headers, retry_delay
+from .envelope import MSG_ID_HEADER, EventPayload
+from .observability import ACKED, DEAD_LETTERED, LEFT, RETRIED, BusMetrics, log_fields, logger
 
 DEFAULT_DUPLICATE_WINDOW = 120.0
 # NATSEventBus options that mean nothing in memory: accepted (so the same settings can

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import SetupError, TopicNotDeclaredError, TopologyError
-from ._subjects import subject_matches
+from .._errors import SetupError, TopicNotDeclaredError, TopologyError
+from .subjects import subject_matches
 
 # Fields of the topology that map 1:1 to a JetStream stream config key.
 STREAM_FIELD_TO_API: dict[str, str] = {

@@ -7,39 +7,26 @@ Exit codes: 0 nothing to do / in sync / applied; 1 error (one line, no traceback
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 from nats.aio.client import Client
 
-from ._cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_topology_args
-from ._connect import ConnectOptions, add_connect_args, connect, options_from_args
-from ._errors import ChangesRefusedError, ReconcileError
-from ._loader import default_topology_path, load_topology
-from ._model import Topology
-from ._reconcile import Plan, apply_plan, plan_changes
-from ._reconcile_import import import_topology
-
-T = TypeVar("T")
-
-
-def _run(options: ConnectOptions, work: Callable[[Client], Awaitable[T]]) -> T:
-    async def main() -> T:
-        nc = await connect(options)
-        try:
-            return await work(nc)
-        finally:
-            await nc.close()
-
-    return asyncio.run(main())
-
-
-def _topology(args: argparse.Namespace) -> Topology:
-    return load_topology(args.file or default_topology_path(), args.env)
+from .._errors import ChangesRefusedError, ReconcileError
+from ..jetstream.connect import add_connect_args, options_from_args
+from ..reconcile.apply import apply_plan
+from ..reconcile.importer import import_topology
+from ..reconcile.plan import Plan
+from ..reconcile.planner import plan_changes
+from .common import (
+    EXIT_CHANGES,
+    EXIT_ERROR,
+    EXIT_OK,
+    add_topology_args,
+    load_args_topology,
+    run_connected,
+)
 
 
 def _print_plan(plan: Plan, fmt: str, *, drift: bool = False) -> None:
@@ -50,21 +37,21 @@ def _print_plan(plan: Plan, fmt: str, *, drift: bool = False) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    topology = _topology(args)
-    plan = _run(options_from_args(args), lambda nc: plan_changes(nc, topology))
+    topology = load_args_topology(args)
+    plan = run_connected(options_from_args(args), lambda nc: plan_changes(nc, topology))
     _print_plan(plan, args.format)
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    topology = _topology(args)
-    plan = _run(options_from_args(args), lambda nc: plan_changes(nc, topology))
+    topology = load_args_topology(args)
+    plan = run_connected(options_from_args(args), lambda nc: plan_changes(nc, topology))
     _print_plan(plan, args.format, drift=True)
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    topology = _topology(args)
+    topology = load_args_topology(args)
 
     async def work(nc: Client) -> int:
         plan = await plan_changes(nc, topology)
@@ -86,13 +73,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(f"Applied {len(result.steps)} change(s) in {result.seconds:.2f}s.")
         return EXIT_OK
 
-    return _run(options_from_args(args), work)
+    return run_connected(options_from_args(args), work)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     source = ",".join(options.servers)
-    imported = _run(options, lambda nc: import_topology(nc, name=args.name, source=source))
+    imported = run_connected(options, lambda nc: import_topology(nc, name=args.name, source=source))
     if args.output:
         try:
             Path(args.output).write_text(imported.text, encoding="utf-8")

@@ -1,0 +1,260 @@
+"""Pipelined JetStream publishing with the bus's own acknowledgement inbox.
+
+Each publish is sent with a reply subject of the inbox and resolves a future when the
+server's PubAck arrives, so many publishes are in flight at once (a bounded window). A
+timeout, no-responders or a lost connection sends it again with the same `Nats-Msg-Id`
+after a bounded backoff; the stream's duplicate window keeps a retried publish stored
+once. The future is True once acknowledged (also for a duplicate), False when the retries
+ran out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from .._errors import BusClosedError
+from .envelope import MSG_ID_HEADER
+from .observability import (
+    BusMetrics,
+    log_fields,
+    logger,
+)
+
+
+class PendingPublish:
+    __slots__ = ("attempts", "body", "first_sent", "future", "headers", "label", "subject", "token")
+
+    def __init__(
+        self,
+        future: asyncio.Future[bool],
+        label: str,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str],
+    ) -> None:
+        self.future = future
+        self.label = label
+        self.subject = subject
+        self.body = body
+        self.headers = headers
+        self.attempts = 0
+        self.first_sent = 0.0
+        self.token = ""
+
+
+class Publisher:
+    """Pipelined JetStream publishing with its own acknowledgement inbox."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        timeout: float,
+        retry_for: float,
+        max_in_flight: int,
+        metrics: BusMetrics,
+    ) -> None:
+        self._nc = nc
+        self._timeout = timeout
+        self._retry_for = retry_for
+        self._max_in_flight = max_in_flight
+        self._metrics = metrics
+        self._pending: dict[str, PendingPublish] = {}
+        self._sent: deque[tuple[float, str, PendingPublish]] = deque()
+        self._in_flight = 0
+        self._window_waiters: deque[asyncio.Future[None]] = deque()
+        self._idle: asyncio.Event = asyncio.Event()
+        self._idle.set()
+        self._seq = 0
+        self._prefix = ""
+        self._plen = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._loop = asyncio.get_running_loop()  # made by NATSEventBus.start
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+
+    async def start(self) -> None:
+        self._prefix = self._nc.new_inbox() + "."
+        self._plen = len(self._prefix)
+        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        self._sweeper = self._loop.create_task(self._sweep())
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def send(
+        self, label: str, subject: str, body: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[bool]:
+        """Send one message; the future resolves True on acknowledgement, False on giving up."""
+        if self._closing:
+            raise BusClosedError("the bus is stopping: publishing is closed")
+        while self._in_flight >= self._max_in_flight:
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._window_waiters.append(waiter)
+            await waiter
+        self._in_flight += 1
+        self._idle.clear()
+        p = PendingPublish(self._loop.create_future(), label, subject, body, headers)
+        await self._send(p)
+        return p.future
+
+    async def _send(self, p: PendingPublish) -> None:
+        self._seq += 1
+        token = str(self._seq)
+        p.token = token
+        p.attempts += 1
+        now = time.monotonic()
+        if p.attempts == 1:
+            p.first_sent = now
+        self._pending[token] = p
+        self._sent.append((now, token, p))
+        try:
+            await self._nc.publish(p.subject, p.body, reply=self._prefix + token, headers=p.headers)
+        except (
+            nats.errors.OutboundBufferLimitError,
+            nats.errors.ConnectionReconnectingError,
+        ) as exc:
+            if self._pending.pop(token, None) is p:
+                self._retry(p, f"not sent: {type(exc).__name__}")
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+            if self._pending.pop(token, None) is p:
+                self._finish(p, False, f"connection closed ({type(exc).__name__})")
+
+    async def _on_reply(self, msg: Msg) -> None:
+        p = self._pending.pop(msg.subject[self._plen :], None)
+        if p is None:
+            return  # the answer to a send that already timed out and was sent again
+        data = msg.data
+        if not data:
+            status = msg.headers.get("Status") if msg.headers else None
+            self._retry(p, "no responders" if status == "503" else f"status {status}")
+            return
+        if b'"error"' not in data:
+            # a PubAck ({"stream":..,"seq":..[,"duplicate":true]}): stored, or stored before
+            self._finish(p, True, None)
+            if self._debug:
+                self._log_ack(p, data)
+            return
+        try:
+            resp = json.loads(data)
+        except ValueError:
+            self._finish(p, False, f"unreadable acknowledgement {data[:100]!r}")
+            return
+        err = resp.get("error")
+        if err is None:
+            self._finish(p, True, None)
+        elif err.get("code") == 503:
+            self._retry(p, f"{err.get('description')} (err_code {err.get('err_code')})")
+        else:
+            self._finish(p, False, f"{err.get('description')} (err_code {err.get('err_code')})")
+
+    def _log_ack(self, p: PendingPublish, data: bytes) -> None:
+        ack = json.loads(data)
+        event_id = p.headers.get(MSG_ID_HEADER)
+        logger.debug(
+            "published %s %s stream_seq=%s%s",
+            p.label,
+            event_id,
+            ack.get("seq"),
+            " (duplicate)" if ack.get("duplicate") else "",
+            extra=log_fields(
+                event_id=event_id,
+                topic=p.label,
+                subject=p.subject,
+                stream=ack.get("stream"),
+                stream_seq=ack.get("seq"),
+                attempts=p.attempts,
+            ),
+        )
+
+    def _retry(self, p: PendingPublish, reason: str) -> None:
+        delay = min(0.05 * 2 ** (p.attempts - 1), 1.0)
+        if self._closing or time.monotonic() + delay - p.first_sent >= self._retry_for:
+            self._finish(p, False, f"{reason}; gave up after {p.attempts} attempts")
+            return
+        logger.debug(
+            "publish to %s: %s; sending again in %.2fs",
+            p.subject,
+            reason,
+            delay,
+            extra=log_fields(
+                subject=p.subject, topic=p.label, event_id=p.headers.get(MSG_ID_HEADER)
+            ),
+        )
+        asyncio.get_running_loop().call_later(delay, self._resend, p)
+
+    def _resend(self, p: PendingPublish) -> None:
+        if self._closing:
+            self._finish(p, False, "the bus stopped while retrying")
+            return
+        task = asyncio.get_running_loop().create_task(self._send(p))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _finish(self, p: PendingPublish, ok: bool, reason: str | None) -> None:
+        if p.token == "":
+            return  # finished before
+        p.token = ""
+        if not p.future.done():  # done: the publishing task was cancelled meanwhile
+            p.future.set_result(ok)
+        self._in_flight -= 1
+        while self._window_waiters and self._in_flight < self._max_in_flight:
+            w = self._window_waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                break
+        if self._in_flight == 0:
+            self._idle.set()
+        self._metrics.published(p.label, ok, time.monotonic() - p.first_sent, p.attempts)
+        if not ok:
+            logger.error(
+                "publish of %s to %s failed: %s",
+                p.headers.get(MSG_ID_HEADER),
+                p.subject,
+                reason,
+                extra=log_fields(
+                    event_id=p.headers.get(MSG_ID_HEADER), topic=p.label, subject=p.subject
+                ),
+            )
+
+    async def _sweep(self) -> None:
+        """Time out sends whose acknowledgement did not come within `timeout`."""
+        interval = min(0.1, self._timeout / 4)
+        sent = self._sent
+        while True:
+            await asyncio.sleep(interval)
+            limit = time.monotonic() - self._timeout
+            while sent and sent[0][0] <= limit:
+                _, token, p = sent.popleft()
+                if self._pending.get(token) is p:
+                    del self._pending[token]
+                    self._retry(p, f"no acknowledgement in {self._timeout}s")
+            # entries of answered sends are dropped as they reach the front
+            while sent and sent[0][1] not in self._pending:
+                sent.popleft()
+
+    async def close(self, grace: float) -> None:
+        """Wait for in-flight publishes (at most `grace` seconds), then fail what is left."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        self._closing = True
+        for p in list(self._pending.values()):
+            self._finish(p, False, "the bus stopped before an acknowledgement came")
+        self._pending.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper

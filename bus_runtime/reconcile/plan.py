@@ -1,0 +1,300 @@
+"""The plan model: what plan found for each stream and consumer, in the topology's units."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..jetstream.rules import Effect
+from ..topology.model import DURATION_FIELDS, SIZE_FIELDS
+from ..topology.units import format_duration, format_size
+
+Action = Literal["create", "update", "replace", "delete", "none", "unmanaged"]
+_EFFECT_RANK: dict[str, int] = {"in_place": 0, "replace": 1, "destructive": 2}
+_PENDING: frozenset[str] = frozenset({"create", "update", "replace", "delete"})
+
+# --------------------------------------------------------------------------- values
+
+
+def format_value(name: str, value: Any) -> str:
+    """A field's value in the topology's own units (`7d`, `5GiB`, `[1s, 5s]`)."""
+    if value is None:
+        return "-"
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "backoff" and isinstance(value, list | tuple):
+        return "[" + ", ".join(format_duration(int(v)) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if leaf in DURATION_FIELDS and isinstance(value, int):
+        return format_duration(value) if value else "0"
+    if leaf in SIZE_FIELDS and isinstance(value, int):
+        return format_size(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, str) and (len(value) > 60 or "\n" in value):
+        return json.dumps(value[:57] + "...")
+    return str(value)
+
+
+def jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# --------------------------------------------------------------------------- plan model
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One differing field, before (on the server) and after (in the topology).
+
+    Attributes:
+        field: The topology's field name (`max_age`, `filter_subjects`, `metadata.KEY`).
+        before: The server's value (None when the asset does not exist).
+        after: The topology's value (None when the asset is deleted).
+        effect: `in_place`, `replace` or `destructive`.
+        reason: Why a replace or destructive change is one, in a few words.
+    """
+
+    field: str
+    before: Any
+    after: Any
+    effect: Effect = "in_place"
+    reason: str = ""
+
+    def render(self) -> str:
+        """`max_age: 7d -> 1d (destructive: deletes messages older than 1d)`."""
+        text = f"{self.field}: {format_value(self.field, self.before)} -> {format_value(self.field, self.after)}"
+        if self.effect != "in_place":
+            text += f" ({self.effect}: {self.reason})" if self.reason else f" ({self.effect})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "before": jsonable(self.before),
+            "after": jsonable(self.after),
+            "before_text": format_value(self.field, self.before),
+            "after_text": format_value(self.field, self.after),
+            "effect": self.effect,
+            "reason": self.reason,
+        }
+
+
+_SYMBOL = {
+    "create": "+",
+    "update": "~",
+    "replace": "-/+",
+    "delete": "-",
+    "none": "=",
+    "unmanaged": "?",
+}
+
+
+@dataclass
+class Change:
+    """What plan found for one stream or consumer.
+
+    Attributes:
+        kind: `stream` or `consumer`.
+        stream: The stream's name (the consumer's stream for a consumer).
+        consumer: The consumer's durable name, or None for a stream.
+        action: `create`, `update`, `replace`, `delete`, `none` or `unmanaged`.
+        fields: The differing fields (empty for create, delete, none).
+        note: Why, in a few words (adoption, replaced with its stream, owned elsewhere).
+        conflict: The asset is declared but marked by another topology: apply refuses.
+        config: The config apply sends (create/update/replace); not part of `to_dict`.
+    """
+
+    kind: Literal["stream", "consumer"]
+    stream: str
+    consumer: str | None
+    action: Action
+    fields: list[FieldChange] = field(default_factory=list)
+    note: str = ""
+    conflict: bool = False
+    config: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.stream if self.consumer is None else f"{self.stream}/{self.consumer}"
+
+    @property
+    def effect(self) -> Effect | None:
+        """The worst effect: `destructive` for a delete, `replace` for a replace."""
+        if self.action == "delete":
+            return "destructive"
+        effects = [f.effect for f in self.fields]
+        if self.action == "replace":
+            effects.append("replace")
+        if not effects:
+            return "in_place" if self.action in ("create", "update") else None
+        return max(effects, key=lambda e: _EFFECT_RANK[e])
+
+    @property
+    def pending(self) -> bool:
+        return self.action in _PENDING
+
+    @property
+    def needs_flag(self) -> bool:
+        """Replace or destructive: apply refuses it without `allow_destructive`."""
+        return self.pending and self.effect in ("replace", "destructive")
+
+    def headline(self, *, drift: bool = False) -> str:
+        """`~ stream X: update in place`; with `drift`, what the server lacks or has extra."""
+        what = {
+            "create": "create",
+            "update": "update in place",
+            "replace": "replace (delete and recreate)",
+            "delete": "delete",
+            "none": "in sync",
+            "unmanaged": "unmanaged, left alone",
+        }[self.action]
+        if self.action == "update" and self.effect == "destructive":
+            what = "update in place (destructive)"
+        if drift and self.action == "create":
+            what = "missing on the server"
+        elif drift and self.action == "delete":
+            what = "no longer declared (apply deletes it)"
+        text = f"{_SYMBOL[self.action]} {self.kind} {self.name}: {what}"
+        return f"{text} ({self.note})" if self.note else text
+
+    def describe(self) -> str:
+        """One line: symbol, asset, action, and the fields that differ."""
+        text = self.headline()
+        if self.fields:
+            text += ": " + ", ".join(f.render() for f in self.fields)
+        return text
+
+    def to_text(self, *, drift: bool = False) -> str:
+        head = self.headline(drift=drift)
+        return "\n".join([head, *(f"    {f.render()}" for f in self.fields)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "stream": self.stream,
+            "consumer": self.consumer,
+            "action": self.action,
+            "effect": self.effect,
+            "note": self.note,
+            "conflict": self.conflict,
+            "fields": [f.to_dict() for f in self.fields],
+        }
+
+
+@dataclass
+class Plan:
+    """Every stream and consumer in scope, in the order apply visits them.
+
+    `changes` holds every asset, including `none` (in sync) and `unmanaged` ones; use
+    `pending` for what apply would do.
+    """
+
+    topology: str
+    environment: str | None
+    server_version: str
+    changes: list[Change] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.pending]
+
+    @property
+    def has_changes(self) -> bool:
+        """Something to do, or a declared asset owned by another topology (a conflict)."""
+        return any(c.pending or c.conflict for c in self.changes)
+
+    @property
+    def refused_without_flag(self) -> bool:
+        """True when a replace or destructive step is present (apply needs the flag)."""
+        return any(c.needs_flag for c in self.changes)
+
+    @property
+    def conflicts(self) -> list[Change]:
+        return [c for c in self.changes if c.conflict]
+
+    @property
+    def unmanaged(self) -> list[Change]:
+        return [c for c in self.changes if c.action == "unmanaged"]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(("create", "update", "replace", "delete", "unmanaged", "none"), 0)
+        for c in self.changes:
+            out[c.action] += 1
+        return out
+
+    def summary(self) -> str:
+        n = self.counts()
+        text = (
+            f"{n['create']} to create, {n['update']} to update, {n['replace']} to replace, "
+            f"{n['delete']} to delete"
+        )
+        conflicts = len(self.conflicts)
+        if n["unmanaged"] - conflicts:
+            text += f"; {n['unmanaged'] - conflicts} unmanaged left alone"
+        if conflicts:
+            text += f"; {conflicts} declared but owned by another topology (apply refuses)"
+        if self.refused_without_flag:
+            text += "; replace/destructive steps need --allow-destructive"
+        return text
+
+    def to_text(self, *, drift: bool = False) -> str:
+        """The plan in the topology's units; `drift` words it as differences found."""
+        env = f" (env {self.environment})" if self.environment else ""
+        target = f"topology `{self.topology}`{env}"
+        shown = [c for c in self.changes if c.action != "none"]
+        lines = [c.to_text(drift=drift) for c in shown]
+        if not self.has_changes:
+            head = (
+                f"In sync: the server (nats-server {self.server_version}) matches {target}."
+                if drift
+                else f"No changes: the server (nats-server {self.server_version}) matches {target}."
+            )
+            return "\n".join([*lines, head])
+        head = "Drift" if drift else "Plan"
+        return "\n".join([*lines, f"{head} for {target}: {self.summary()}."])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topology": self.topology,
+            "environment": self.environment,
+            "server_version": self.server_version,
+            "has_changes": self.has_changes,
+            "refused_without_flag": self.refused_without_flag,
+            "counts": self.counts(),
+            "changes": [c.to_dict() for c in self.changes if c.action != "none"],
+        }
+
+
+@dataclass(frozen=True)
+class AppliedStep:
+    """One change carried out, and how long the server took."""
+
+    change: Change
+    seconds: float
+
+    def line(self) -> str:
+        past = {
+            "create": "created",
+            "update": "updated",
+            "replace": "replaced",
+            "delete": "deleted",
+        }[self.change.action]
+        return f"{_SYMBOL[self.change.action]} {self.change.kind} {self.change.name} {past} ({self.seconds:.2f}s)"
+
+
+@dataclass
+class ApplyResult:
+    """What apply did: the plan it carried out and each step taken."""
+
+    plan: Plan
+    steps: list[AppliedStep] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.steps)

@@ -1,0 +1,52 @@
+"""The topology format's JSON Schema (shipped as package data) and its validators.
+
+`fast_check` is the schema compiled to Python code (a yes/no answer in microseconds);
+only a document it refuses goes through jsonschema's `strict_validator`, whose errors
+name the failing path.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from .json_schema_compiler import Check, Unsupported, compile_check
+
+
+@cache
+def topology_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the topology format, shipped as package data."""
+    text = resources.files("bus_runtime").joinpath("schema/topology.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _is_integer(_checker: object, instance: object) -> bool:
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# JSON Schema counts 3.0 as an integer; the server's Go structs refuse `"num_replicas": 3.0`,
+# so a float never passes for an integer here.
+_StrictValidator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # untyped upstream
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
+@cache
+def strict_validator() -> Draft202012Validator:
+    validator: Draft202012Validator = _StrictValidator(topology_schema())
+    return validator
+
+
+@cache
+def fast_check() -> Check:
+    try:
+        return compile_check(topology_schema())
+    except Unsupported:
+        return lambda _doc: False
