@@ -867,6 +867,9 @@ def _consumer_cases() -> list[ConsumerCase]:
             f"{ms}-off", ms, False, before={ms: True}, label="on -> off", reverse_of=f"{ms}-on"
         ),
         ConsumerCase(f"{ms}-unset", ms, UNSET, before={ms: True}, label="on -> key omitted"),
+        ConsumerCase(
+            f"{ms}-on-same", ms, True, before={ms: True}, label="on -> on (unchanged, resent)"
+        ),
     ]
     h = "headers_only"
     cases += [
@@ -1046,11 +1049,42 @@ def _consumer_cluster_cases() -> list[ConsumerCase]:
     ]
 
 
-STREAM_CASES: Final[tuple[StreamCase, ...]] = tuple(_stream_cases())
+def _tuned(cases: list[CaseT], changes: dict[str, dict[str, Any]]) -> list[CaseT]:
+    """The cases with some of them changed by name (publish after, restart)."""
+    missing = set(changes) - {c.name for c in cases}
+    if missing:
+        raise ValueError(f"no such cases: {sorted(missing)}")
+    return [dataclasses.replace(c, **changes[c.name]) if c.name in changes else c for c in cases]
+
+
+ONE_MORE: Final = (Batch("a", 1),)
+# Follow-ups where the update alone does not tell the whole story: does a limit take
+# effect on the next publish, does the asset survive a restart of the server.
+_STREAM_FOLLOW_UPS: Final[dict[str, dict[str, Any]]] = {
+    "max_msgs_per_subject-set-below": {"publish_after": ONE_MORE, "restart": True},
+    "max_msgs_per_subject-lower-below-discard-new": {"publish_after": ONE_MORE},
+    "max_msgs-lower-below-discard-new": {"publish_after": ONE_MORE, "restart": True},
+    "max_bytes-lower-below-discard-new": {"publish_after": ONE_MORE, "restart": True},
+    "max_msg_size-lower-below": {"publish_after": ONE_MORE},
+    "retention-limits-interest-none": {"publish_after": ONE_MORE, "restart": True},
+    "retention-limits-interest-filtered-none": {"publish_after": (Batch("b", 1),)},
+    "replicas-1-3-single": {"publish_after": ONE_MORE, "restart": True},
+    "subjects-remove": {"publish_after": (Batch("b", 1),)},
+    "allow_msg_ttl-on": {"restart": True},
+}
+_CONSUMER_FOLLOW_UPS: Final[dict[str, dict[str, Any]]] = {
+    "mem_storage-on": {"restart": True},
+    "mem_storage-off": {"restart": True},
+    "mem_storage-on-same": {"restart": True},
+}
+
+STREAM_CASES: Final[tuple[StreamCase, ...]] = tuple(_tuned(_stream_cases(), _STREAM_FOLLOW_UPS))
 """Stream changes on a single server."""
 STREAM_CLUSTER_CASES: Final[tuple[StreamCase, ...]] = tuple(_stream_cluster_cases())
 """Stream changes on a 3-node cluster (replicas)."""
-CONSUMER_CASES: Final[tuple[ConsumerCase, ...]] = tuple(_consumer_cases())
+CONSUMER_CASES: Final[tuple[ConsumerCase, ...]] = tuple(
+    _tuned(_consumer_cases(), _CONSUMER_FOLLOW_UPS)
+)
 """Consumer changes on a single server."""
 CONSUMER_CLUSTER_CASES: Final[tuple[ConsumerCase, ...]] = tuple(_consumer_cluster_cases())
 """Consumer changes on a 3-node cluster (replicas)."""

@@ -39,7 +39,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import field as _field
 from typing import Any, Final, Literal
@@ -120,6 +120,8 @@ UNSET: Final = _Unset.UNSET
 
 Unset = Literal[_Unset.UNSET]
 JsonDict = dict[str, Any]
+Restart = Callable[[], Awaitable[None]]
+"""Restarts the server(s) a probe talks to, keeping their stores (e.g. the harness's)."""
 
 
 # --------------------------------------------------------------------------- case types
@@ -187,6 +189,10 @@ class StreamCase:
         settle: Least seconds to watch the stream after the update.
         watch: Other config keys whose values before and after a table should show
             (e.g. `duplicate_window` when `max_age` changes).
+        publish_after: Messages published once the update settled, to see whether a
+            limit takes effect only on the next publish (or refuses it).
+        restart: Restart the server after the update and look again (only when the
+            caller passes a `restart` function; such cases must run alone).
     """
 
     name: str
@@ -201,6 +207,8 @@ class StreamCase:
     reverse_of: str | None = None
     settle: float = 0.3
     watch: tuple[str, ...] = ()
+    publish_after: tuple[Batch, ...] = ()
+    restart: bool = False
 
     @property
     def api_key(self) -> str:
@@ -232,6 +240,8 @@ class ConsumerCase:
         settle: Least seconds to watch after the update.
         watch: Other consumer config keys whose values before and after a table should
             show (e.g. `ack_wait` when `backoff` changes).
+        restart: Restart the server after the update and look again (only when the
+            caller passes a `restart` function; such cases must run alone).
     """
 
     name: str
@@ -250,6 +260,7 @@ class ConsumerCase:
     reverse_of: str | None = None
     settle: float = 0.3
     watch: tuple[str, ...] = ()
+    restart: bool = False
 
     @property
     def api_key(self) -> str:
@@ -415,6 +426,17 @@ class Observation:
         delivery_after: For consumer cases with `sample_delivery`, one fetch after.
         publish_errors: Publishes the server refused during setup.
         settle_seconds: How long the probe watched the stream after the update.
+        publish_after_errors: Refusals of the case's `publish_after` messages.
+        lost_after_publish: Sequences of `sequences_before` gone only after the
+            `publish_after` messages (a limit enforced on the next publish).
+        messages_after_publish: Stored messages after `publish_after` (None: not done).
+        restarted: Whether the server was restarted after the update.
+        after_restart_error: The server's answer to STREAM.INFO (stream cases) or
+            CONSUMER.INFO (consumer cases) after the restart, if an error (the asset
+            did not come back).
+        value_after_restart: The field as the server reports it after the restart.
+        messages_after_restart: Stored messages after the restart.
+        positions_after_restart: Consumer positions after the restart.
         probe_error: A failure of the probe itself (timeout, ...), not of the server.
     """
 
@@ -444,6 +466,14 @@ class Observation:
     delivery_after: DeliverySample | None = None
     publish_errors: list[str] = _field(default_factory=list)
     settle_seconds: float = 0.0
+    publish_after_errors: list[str] = _field(default_factory=list)
+    lost_after_publish: list[int] = _field(default_factory=list)
+    messages_after_publish: int | None = None
+    restarted: bool = False
+    after_restart_error: ApiError | None = None
+    value_after_restart: Any = None
+    messages_after_restart: int | None = None
+    positions_after_restart: dict[str, ConsumerPosition] = _field(default_factory=dict)
     probe_error: str | None = None
 
     @property
@@ -790,6 +820,8 @@ async def _publish(api: Api, prefix: str, batches: Sequence[Batch], errors: list
                 seqs.append(await api.publish(_subj(prefix, b.subject), b"x" * b.size))
             except ApiRefusal as exc:
                 errors.append(f"{b.subject}: {exc.error}")
+            except NoRespondersError:
+                errors.append(f"{b.subject}: no stream takes the subject (no responders)")
     # The update follows when the oldest batch has its age (the youngest then has its own).
     wait = oldest - (time.monotonic() - start)
     if wait > 0:
@@ -885,7 +917,9 @@ async def _setup_stream(
 # --------------------------------------------------------------------------- observe
 
 
-async def observe_stream_change(url: str | Client, case: StreamCase) -> Observation:
+async def observe_stream_change(
+    url: str | Client, case: StreamCase, *, restart: Restart | None = None
+) -> Observation:
     """Set up the case's stream, send the change as a reconciler would, record the effect.
 
     The update is the server's own config (STREAM.INFO) with only `case.field` (and
@@ -895,6 +929,8 @@ async def observe_stream_change(url: str | Client, case: StreamCase) -> Observat
         url: A server URL (several comma-separated for a cluster), or a connected client
             (reused, not closed).
         case: The change.
+        restart: Restarts the server (awaited) for cases with `restart`; nothing else may
+            run on that server meanwhile.
 
     Returns:
         The observation; `probe_error` is set if the probe itself failed.
@@ -913,6 +949,10 @@ async def observe_stream_change(url: str | Client, case: StreamCase) -> Observat
                 return obs
             obs.created = True
             await _observe_stream_update(api, obs, case, name, prefix)
+            if case.publish_after:
+                await _publish_after(api, obs, case, name, prefix)
+            if case.restart and restart is not None and obs.accepted:
+                await _restart(api, obs, restart, name, [c.name for c in case.consumers], None)
         except (ApiRefusal, TimeoutError, nats.errors.Error, KeyError, ValueError) as exc:
             obs.probe_error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -950,7 +990,9 @@ async def _observe_stream_update(
     obs.positions_after = await _positions(api, name, consumers)
 
 
-async def observe_consumer_change(url: str | Client, case: ConsumerCase) -> Observation:
+async def observe_consumer_change(
+    url: str | Client, case: ConsumerCase, *, restart: Restart | None = None
+) -> Observation:
     """Set up the case's stream and consumer, update the consumer as a reconciler would.
 
     The consumer (durable `C`) fetches `case.deliver` messages and acknowledges the first
@@ -961,6 +1003,8 @@ async def observe_consumer_change(url: str | Client, case: ConsumerCase) -> Obse
     Args:
         url: A server URL (several comma-separated for a cluster), or a connected client.
         case: The change.
+        restart: Restarts the server (awaited) for cases with `restart`; nothing else may
+            run on that server meanwhile.
 
     Returns:
         The observation: positions before and after (`position_lost`, `recreated`), the
@@ -983,6 +1027,9 @@ async def observe_consumer_change(url: str | Client, case: ConsumerCase) -> Obse
                 return obs
             obs.created = True
             await _observe_consumer_update(api, obs, case, name, prefix, consumers)
+            if case.restart and restart is not None and obs.accepted:
+                names = [c.name for c in consumers]
+                await _restart(api, obs, restart, name, names, (case.api_key, prefix))
         except (ApiRefusal, TimeoutError, nats.errors.Error, KeyError, ValueError) as exc:
             obs.probe_error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -1029,6 +1076,52 @@ async def _observe_consumer_update(
     if case.sample_delivery:
         msgs = await api.fetch(name, "C", 1, expires=0.5)
         obs.delivery_after = _sample(msgs[0]) if msgs else DeliverySample(delivered=False)
+
+
+async def _publish_after(
+    api: Api, obs: Observation, case: StreamCase, name: str, prefix: str
+) -> None:
+    await _publish(api, prefix, case.publish_after, obs.publish_after_errors)
+    info, _ = await _settle(api, name, 0.3, False)
+    obs.messages_after_publish = _state_key(info)[0]
+    still = await api.present(name, obs.sequences_before)
+    gone = set(obs.sequences_before) - set(still) - set(obs.lost_sequences)
+    obs.lost_after_publish = sorted(gone)
+
+
+async def _restart(
+    api: Api,
+    obs: Observation,
+    restart: Restart,
+    name: str,
+    consumers: Sequence[str],
+    consumer_key: tuple[str, str] | None,
+) -> None:
+    """Restart the server, then read the stream (and consumers) again."""
+    await restart()
+    obs.restarted = True
+    for _ in range(200):  # up to 20 s for the client to reconnect
+        if api.nc.is_connected:
+            break
+        await asyncio.sleep(0.1)
+    try:
+        info = await api.stream_info(name)
+    except ApiRefusal as exc:
+        obs.after_restart_error = exc.error
+        return
+    obs.messages_after_restart = _state_key(info)[0]
+    if consumer_key is None:
+        obs.value_after_restart = _rel_value(
+            obs.api_key, info["config"].get(obs.api_key), name.lower()
+        )
+    else:
+        key, prefix = consumer_key
+        try:
+            cinfo = await api.consumer_info(name, "C")
+            obs.value_after_restart = _rel_value(key, cinfo["config"].get(key), prefix)
+        except ApiRefusal as exc:
+            obs.after_restart_error = exc.error
+    obs.positions_after_restart = await _positions(api, name, consumers)
 
 
 def _sample(msg: Msg) -> DeliverySample:

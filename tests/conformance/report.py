@@ -187,6 +187,26 @@ def verdict(o: Observation, case: ChangeCase | None = None) -> str:
             parts.append(f"pending {b.num_pending} -> {a.num_pending}")
         if a.num_ack_pending != b.num_ack_pending:
             parts.append(f"ack pending {b.num_ack_pending} -> {a.num_ack_pending}")
+    if o.messages_after_publish is not None:
+        what = (
+            ", ".join(f"{b.count} on {b.subject}" for b in case.publish_after)
+            if isinstance(case, StreamCase)
+            else "more"
+        )
+        if o.publish_after_errors:
+            parts.append(f"publishing {what} refused ({'; '.join(o.publish_after_errors)})")
+        parts.append(
+            f"after publishing {what}: {o.messages_after} -> {o.messages_after_publish} msgs"
+        )
+    if o.restarted:
+        if o.after_restart_error is not None:
+            what = "stream" if o.kind == "stream" else "consumer"
+            parts.append(f"after a restart the {what} is gone ({o.after_restart_error.err_code})")
+        else:
+            parts.append(
+                f"after a restart: {o.messages_after_restart} msgs, "
+                f"{o.api_key} {fmt(o.api_key, o.value_after_restart)}"
+            )
     if o.delivery_after is not None:
         d = o.delivery_after
         if not d.delivered:
@@ -206,6 +226,7 @@ def _clean(o: Observation) -> bool:
         and not o.lost
         and not o.position_lost
         and set(o.positions_before) <= set(o.positions_after)
+        and o.after_restart_error is None
         and not (
             o.value_sent is not UNSET
             and _norm(o.value_after) != _norm(o.value_sent)
@@ -309,11 +330,31 @@ def run_version(
     tag = binary.version_str
     obs: list[Observation] = []
     made: list[CreateObservation] = []
+    together = [c for c in changes if not c.restart]
+    alone = [c for c in changes if c.restart]
     with running_server(binary) as server:
+
+        async def restart() -> None:
+            await asyncio.to_thread(server.restart)
+
+        async def observe_alone(case: ChangeCase) -> Observation:
+            start = time.monotonic()
+            if isinstance(case, StreamCase):
+                o = await observe_stream_change(server.url, case, restart=restart)
+            else:
+                o = await observe_consumer_change(server.url, case, restart=restart)
+            _log(
+                f"[{tag}] restart case {case.name}: {verdict(o, case)} "
+                f"({time.monotonic() - start:.1f}s)"
+            )
+            return o
+
+        for case in alone:
+            obs.append(asyncio.run(observe_alone(case)))
         obs += asyncio.run(
             _run_all(
                 server.url,
-                _slow_first(changes),
+                _slow_first(together),
                 _observe,
                 lambda c: c.name,
                 verdict,
@@ -389,6 +430,8 @@ def render(
         "the server stores another value than sent); `now X` (after the key was omitted); "
         "`K stays X` / `K A -> B` for a related key the case watches; "
         "`[n of m published msgs stored before]` (the stream kept fewer than were published); "
+        "`after publishing 1 on a: A -> B msgs` (a follow-up publish once the update settled); "
+        "`after a restart` (the server restarted after the update; cases run alone); "
         "`key A -> B` (another key the server changed from what was sent); `pending` "
         "(the changed consumer's num_pending); `next fetch` (one fetch after the update); "
         "`one-way` (one direction refused while the reverse is accepted).",
