@@ -32,13 +32,14 @@ def asset_fingerprint(config: dict[str, Any]) -> str:
 def metadata_fields(
     want: Sequence[tuple[str, str]], have_md: Any, marks: dict[str, str]
 ) -> list[FieldChange]:
+    # User metadata the topology does not declare is drift like any other field: apply
+    # removes it (keys natstopo and the server reserve are not the user's).
     out: list[FieldChange] = []
     have = user_metadata(have_md)
-    if want:
-        wanted = dict(want)
-        for key in sorted(set(wanted) | set(have)):
-            if wanted.get(key) != have.get(key):
-                out.append(FieldChange(f"metadata.{key}", have.get(key), wanted.get(key)))
+    wanted = dict(want)
+    for key in sorted(set(wanted) | set(have)):
+        if wanted.get(key) != have.get(key):
+            out.append(FieldChange(f"metadata.{key}", have.get(key), wanted.get(key)))
     live = have_md if isinstance(have_md, dict) else {}
     # The marks that decide management; the fingerprint is informational and not compared.
     for key, value in marks.items():
@@ -51,9 +52,8 @@ def merged_metadata(
     live_md: Any, want: Sequence[tuple[str, str]], marks: dict[str, str]
 ) -> dict[str, str]:
     md = dict(live_md) if isinstance(live_md, dict) else {}
-    if want:
-        md = {k: v for k, v in md.items() if k.startswith(RESERVED_PREFIXES)}
-        md.update(dict(want))
+    md = {k: v for k, v in md.items() if k.startswith(RESERVED_PREFIXES)}
+    md.update(dict(want))
     md.update(marks)
     return md
 

@@ -2,7 +2,9 @@
 
 Values here are after defaults and one environment's overrides. Durations are integer
 nanoseconds and sizes integer bytes, as the JetStream API takes them; a field that is
-None was set nowhere, so the server's own default applies and is never called drift.
+None was set nowhere: the server's own default applies, and a server holding another
+value has drifted (apply resets it). Values the server stores otherwise are written as it
+stores them: a limit of 0 is -1 (no limit), as the server rewrites it.
 `Stream.to_stream_config()` and `Consumer.to_consumer_config()` give the JSON the server
 takes; `Topology.fingerprint` is a stable hash of everything that matters.
 """
@@ -190,10 +192,17 @@ class Consumer:
     fetch_batch: int = DEFAULT_FETCH_BATCH
     concurrency: int = DEFAULT_CONCURRENCY
     location: Location | None = field(default=None, compare=False, hash=False, repr=False)
+    field_locations: Mapping[str, Location] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def settings(self) -> dict[str, Any]:
         """The effective settings in the topology's own field names (None = not set)."""
         return {k: getattr(self, k) for k in CONSUMER_FIELD_TO_API}
+
+    def where(self, fld: str | None = None) -> Location | None:
+        """Where `fld` was set (in `defaults`, the consumer or an environment), else the consumer."""
+        return self.field_locations.get(fld or "", self.location)
 
     def to_consumer_config(self) -> dict[str, Any]:
         """The JetStream consumer config (the JSON of `$JS.API.CONSUMER.CREATE`)."""
@@ -253,10 +262,17 @@ class Stream:
     dead_letter: str | None = None
     dead_letter_sources: tuple[str, ...] = ()
     location: Location | None = field(default=None, compare=False, hash=False, repr=False)
+    field_locations: Mapping[str, Location] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
 
     def settings(self) -> dict[str, Any]:
         """The effective settings in the topology's own field names (None = not set)."""
         return {k: getattr(self, k) for k in STREAM_FIELD_TO_API}
+
+    def where(self, fld: str | None = None) -> Location | None:
+        """Where `fld` was set (in `defaults`, the stream or an environment), else the stream."""
+        return self.field_locations.get(fld or "", self.location)
 
     def dead_letter_subject(self, origin_stream: str, original_subject: str) -> str:
         """Subject of a dead letter from `origin_stream` that was published on `original_subject`."""

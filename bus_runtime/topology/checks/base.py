@@ -23,6 +23,7 @@ from ..model import (
     DURATION_FIELDS,
     SIZE_FIELDS,
     STREAM_FIELD_TO_API,
+    Location,
 )
 from ..units import SECOND, UnitError, parse_duration, parse_size
 from ..yaml_source import Locations
@@ -166,6 +167,15 @@ class CheckerBase:
                     self.bad_paths.add((*path, i))
                     self.err((*path, i), str(exc))
         return out if len(out) == len(items) else None
+
+    def _locations(self, settings: dict[str, Setting]) -> dict[str, Location]:
+        """Where each setting was written (for errors found later, e.g. by a plan)."""
+        out: dict[str, Location] = {}
+        for key, setting in settings.items():
+            if setting.path is not None:
+                line, col = self.locs.of_value(setting.path)
+                out[key] = Location(self.locs.file, line, col)
+        return out
 
     def _where(self, setting: Setting | None, fallback: KeyPath) -> KeyPath:
         return setting.path if setting is not None and setting.path is not None else fallback

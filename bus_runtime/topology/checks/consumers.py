@@ -42,6 +42,8 @@ class ConsumerChecks(ReferenceChecks):
             ("environments", env or "", "streams", sname, "consumers", cname),
         )
         v = {k: self._value(cs, k) for k in CONSUMER_SETTINGS}
+        if v["max_ack_pending"] == 0:
+            v["max_ack_pending"] = None  # the server reads 0 as its default (1000)
         listed = c.get("topics")
         names = (
             tuple(t for t in listed if isinstance(t, str) and t in topics)
@@ -136,6 +138,7 @@ class ConsumerChecks(ReferenceChecks):
             fetch_batch=v["fetch_batch"] or DEFAULT_FETCH_BATCH,
             concurrency=v["concurrency"] or DEFAULT_CONCURRENCY,
             location=Location(self.locs.file, line, col),
+            field_locations=self._locations(cs),
             **kwargs,
         )
 

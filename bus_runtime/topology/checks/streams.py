@@ -21,6 +21,15 @@ from .base import (
 )
 from .consumers import ConsumerChecks
 
+# Stream limits the server rewrites from 0 to -1, "no limit" (tests/conformance).
+ZERO_MEANS_UNLIMITED = (
+    "max_bytes",
+    "max_msgs",
+    "max_msgs_per_subject",
+    "max_msg_size",
+    "max_consumers",
+)
+
 
 class StreamChecks(ConsumerChecks):
     """Builds a stream of one environment, with its consumers."""
@@ -41,6 +50,9 @@ class StreamChecks(ConsumerChecks):
         values = {k: self._value(ss, k) for k in STREAM_SETTINGS}
         if values["duplicate_window"] == 0:
             values["duplicate_window"] = None  # the server reads 0 as "its default" (2m)
+        for key in ZERO_MEANS_UNLIMITED:
+            if values[key] == 0:
+                values[key] = -1  # the server stores 0 as -1 (measured): say it its way
         prefix = values["subject_prefix"] if isinstance(values["subject_prefix"], str) else sname
         # -- topics and subjects
         topics: list[Topic] = []
@@ -144,6 +156,7 @@ class StreamChecks(ConsumerChecks):
             dead_letter=values["dead_letter"] if isinstance(values["dead_letter"], str) else None,
             dead_letter_sources=tuple(dl_sources),
             location=Location(self.locs.file, line, col),
+            field_locations=self._locations(ss),
             **kwargs,
         )
 
