@@ -136,6 +136,22 @@ class ChangesRefusedError(ReconcileError):
         )
 
 
+class PlanOutdatedError(ChangesRefusedError):
+    """A saved plan no longer matches the server it was made against; nothing was changed.
+
+    `steps` holds one line per difference (an asset changed, appeared or went away, or a
+    change that would now delete messages).
+    """
+
+    def __init__(self, differences: Sequence[str]) -> None:
+        self.steps = tuple(differences)
+        ReconcileError.__init__(
+            self,
+            "the server changed since the plan was made; nothing was changed (plan again "
+            "and review):\n  " + "\n  ".join(self.steps),
+        )
+
+
 class InvalidEnvelopeError(BusError):
     """A received message body is not an event envelope of the topic it arrived on.
 

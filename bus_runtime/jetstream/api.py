@@ -1,7 +1,8 @@
 """`JetStreamApi`: requests to the JetStream JSON API (`$JS.API.*`) of one connection.
 
 The raw JSON API rather than nats-py's config dataclasses, so that every field
-round-trips exactly and nothing the server does not know is ever sent.
+round-trips exactly and nothing the server does not know is ever sent. A JetStream
+domain or an account's imported API prefix changes the subjects (`api_prefix`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,29 @@ _ATTEMPTS = 3
 NO_MESSAGE_FOUND = 10037
 
 
+DEFAULT_API_PREFIX = "$JS.API"
+
+
+def api_prefix(domain: str | None = None, prefix: str | None = None) -> str:
+    """The JetStream API's subject prefix: `$JS.<domain>.API` for a JetStream domain (a
+    leaf node's hub, say), an explicit prefix (an account that imports another's API), or
+    `$JS.API`.
+
+    Raises:
+        ValueError: Both a domain and a prefix, or a name with spaces or wildcards.
+    """
+    if domain and prefix:
+        raise ValueError("give a JetStream domain or an API prefix, not both")
+    value = f"$JS.{domain}.API" if domain else (prefix or DEFAULT_API_PREFIX).rstrip(".")
+    if any(c in value for c in " \t*>") or ".." in value:
+        raise ValueError(f"{value!r} is not a subject prefix")
+    return value
+
+
 class JetStreamApi:
     """Requests to the JetStream JSON API of one connection, decoding errors once."""
 
-    def __init__(self, nc: Client, prefix: str = "$JS.API", timeout: float = 10.0) -> None:
+    def __init__(self, nc: Client, prefix: str = DEFAULT_API_PREFIX, timeout: float = 10.0) -> None:
         self.nc = nc
         self.prefix = prefix
         self.timeout = timeout
@@ -128,6 +148,27 @@ class JetStreamApi:
 
     async def stream_info(self, name: str) -> dict[str, Any] | None:
         return await self.call(f"STREAM.INFO.{name}", missing=STREAM_NOT_FOUND)
+
+    async def account_info(self) -> dict[str, Any]:
+        """`$JS.API.INFO`: the account's usage and JetStream limits."""
+        data = await self.call("INFO")
+        assert data is not None
+        return data
+
+    async def stream_subjects(self, name: str) -> dict[str, int]:
+        """Messages per subject of stream `name` (all pages); empty when it is gone."""
+        counts: dict[str, int] = {}
+        while True:
+            body = {"subjects_filter": ">", "offset": len(counts)}
+            data = await self.call(f"STREAM.INFO.{name}", body, missing=STREAM_NOT_FOUND)
+            if data is None:
+                return counts
+            state = data.get("state") or {}
+            page = state.get("subjects") or {}
+            before = len(counts)
+            counts.update({str(k): int(v) for k, v in page.items()})
+            if len(counts) == before or len(counts) >= int(state.get("num_subjects", 0) or 0):
+                return counts
 
     async def consumer_info(self, stream: str, name: str) -> dict[str, Any] | None:
         return await self.call(f"CONSUMER.INFO.{stream}.{name}", missing=CONSUMER_NOT_FOUND)

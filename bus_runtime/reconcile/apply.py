@@ -1,4 +1,10 @@
-"""`apply_plan`: carry out a plan in an order the server accepts; `reconcile`: plan and apply in one call."""
+"""`apply_plan`: carry out a plan in an order the server accepts; `reconcile`: plan and apply in one call.
+
+Every create and update is checked against what the server answers with (its stored
+config): a field it did not take as sent stops apply with an error that names the field,
+so "applied" is never followed by drift. `check_saved_plan` tells whether a plan saved
+earlier (`natstopo plan -o`) still matches the server.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,30 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
-from .._errors import ChangesRefusedError, ReconcileError
+from .._errors import ChangesRefusedError, PlanOutdatedError, ReconcileError
 from ..jetstream.api import CONSUMER_NOT_FOUND, STREAM_NOT_FOUND, JetStreamApi
 from ..jetstream.connect import ConnectOptions, connect
+from ..jetstream.rules import (
+    Kind,
+    StreamState,
+    Version,
+    classify,
+    effective,
+    known,
+    needs_subjects,
+    version_text,
+)
 from ..topology.model import Topology
-from .plan import AppliedStep, ApplyResult, Change, Plan
-from .planner import plan_changes
+from .marks import MARK_FINGERPRINT, user_metadata
+from .plan import AppliedStep, ApplyResult, Change, Plan, format_value
+from .planner import plan_changes, snapshot_of
+
+DEFAULT_CONCURRENCY = 1
 
 
 async def apply_plan(
@@ -24,7 +44,7 @@ async def apply_plan(
     plan: Plan,
     allow_destructive: bool = False,
     progress: Callable[[str], None] | None = None,
-    concurrency: int = 1,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> ApplyResult:
     """Carry out `plan`: streams before their consumers, a replace as delete then create.
 
@@ -39,10 +59,15 @@ async def apply_plan(
     Raises:
         ChangesRefusedError: Replace or destructive steps without `allow_destructive`;
             nothing was changed.
-        ReconcileError: A conflict with another topology (nothing changed), or the server
-            refused a step (the steps before it are done).
+        ReconcileError: The plan has errors or a conflict with another topology (nothing
+            changed), or the server refused a step or did not store what was sent (the
+            steps before it are done).
     """
     started = time.perf_counter()
+    if plan.errors:
+        raise ReconcileError(
+            "the plan has errors; nothing was changed:\n  " + "\n  ".join(plan.errors)
+        )
     if plan.conflicts:
         raise ReconcileError(
             "assets declared here are managed by another topology; nothing was changed:\n  "
@@ -51,6 +76,7 @@ async def apply_plan(
     if plan.refused_without_flag and not allow_destructive:
         raise ChangesRefusedError([c.describe() for c in plan.changes if c.needs_flag])
     api = JetStreamApi.of(js_or_nc)
+    server = api.server_version
     result = ApplyResult(plan)
     replaced_streams = {
         c.stream for c in plan.changes if c.kind == "stream" and c.action == "replace"
@@ -92,7 +118,7 @@ async def apply_plan(
                     return
                 t0 = time.perf_counter()
                 try:
-                    await _apply_one(api, change)
+                    await _apply_one(api, change, server)
                 except ReconcileError as exc:
                     failures.append(
                         ReconcileError(
@@ -137,20 +163,121 @@ def _step_rank(change: Change) -> int:
     return 2 if _gives_up_subjects(change) else 3
 
 
-async def _apply_one(api: JetStreamApi, change: Change) -> None:
+async def _apply_one(api: JetStreamApi, change: Change, server: Version) -> None:
     s, c = change.stream, change.consumer
+    answer: dict[str, Any] | None = None
     if change.kind == "stream":
         if change.action in ("delete", "replace"):
             await api.call(f"STREAM.DELETE.{s}", missing=STREAM_NOT_FOUND)
         if change.action in ("create", "replace"):
-            await api.call(f"STREAM.CREATE.{s}", change.config)
+            answer = await api.call(f"STREAM.CREATE.{s}", change.config)
         elif change.action == "update":
-            await api.call(f"STREAM.UPDATE.{s}", change.config)
-        return
-    if change.action in ("delete", "replace"):
-        await api.call(f"CONSUMER.DELETE.{s}.{c}", missing=CONSUMER_NOT_FOUND)
-    if change.action in ("create", "replace", "update"):
-        await api.call(f"CONSUMER.CREATE.{s}.{c}", {"stream_name": s, "config": change.config})
+            answer = await api.call(f"STREAM.UPDATE.{s}", change.config)
+    else:
+        if change.action in ("delete", "replace"):
+            await api.call(f"CONSUMER.DELETE.{s}.{c}", missing=CONSUMER_NOT_FOUND)
+        if change.action in ("create", "replace", "update"):
+            body = {"stream_name": s, "config": change.config}
+            answer = await api.call(f"CONSUMER.CREATE.{s}.{c}", body)
+    if answer is not None and change.config is not None:
+        kind: Kind = change.kind
+        missed = stored_differences(kind, change.config, answer.get("config") or {}, server)
+        if missed:
+            raise ReconcileError(
+                f"the server (nats-server {version_text(server)}) did not store what was "
+                f"sent, so a plan would never converge: {'; '.join(missed)}"
+            )
+
+
+def stored_differences(
+    kind: Kind, sent: dict[str, Any], stored: dict[str, Any], server: Version
+) -> list[str]:
+    """Fields whose stored value differs from what was sent (`max_age: sent 1d, stored 0`)."""
+    out: list[str] = []
+    for rule in known(kind, server):
+        a, b = effective(kind, rule.key, sent), effective(kind, rule.key, stored)
+        if a != b:
+            out.append(
+                f"{rule.field}: sent {format_value(rule.field, a)}, stored {format_value(rule.field, b)}"
+            )
+    pairs: list[tuple[str, Any, Any]] = []
+    if kind == "stream":
+        subjects = (sorted(sent.get("subjects") or []), sorted(stored.get("subjects") or []))
+        pairs.append(("subjects", *subjects))
+    else:
+        pairs.append(("filter_subjects", _filters(sent), _filters(stored)))
+    pairs.append(("metadata", _compared_metadata(sent), _compared_metadata(stored)))
+    for name, a2, b2 in pairs:
+        if a2 != b2:
+            out.append(f"{name}: sent {format_value(name, a2)}, stored {format_value(name, b2)}")
+    return out
+
+
+def _compared_metadata(cfg: dict[str, Any]) -> dict[str, str]:
+    """The user's metadata and natstopo's marks (not the fingerprint, not `_nats.*`)."""
+    md = cfg.get("metadata") or {}
+    marks = {k: v for k, v in md.items() if k.startswith("natstopo.") and k != MARK_FINGERPRINT}
+    return {**user_metadata(md), **marks}
+
+
+def _filters(cfg: dict[str, Any]) -> list[str]:
+    if cfg.get("filter_subjects"):
+        return sorted(cfg["filter_subjects"])
+    return [cfg["filter_subject"]] if cfg.get("filter_subject") else []
+
+
+# --------------------------------------------------------------------------- saved plans
+
+
+async def check_saved_plan(js_or_nc: Client | JetStreamContext | JetStreamApi, plan: Plan) -> None:
+    """Raise unless the server still holds what `plan` was made against.
+
+    Compares the fingerprints of every stream's and consumer's config the plan read, the
+    server's version, and, for every in-place change whose verdict depends on what the
+    stream holds (a lowered limit, limits -> interest), the verdict with today's state.
+
+    Raises:
+        PlanOutdatedError: One line per difference; nothing was changed.
+    """
+    api = JetStreamApi.of(js_or_nc)
+    problems: list[str] = []
+    server = api.server_version
+    if version_text(server) != plan.server_version:
+        problems.append(
+            f"the server runs nats-server {version_text(server)}; the plan was made against "
+            f"{plan.server_version}"
+        )
+    streams = {i["config"]["name"]: i for i in await api.list_streams()}
+    saved_consumers = [k.split(":", 1)[1] for k in plan.snapshot if k.startswith("consumers:")]
+    consumers = await api.consumers_of([n for n in saved_consumers if n in streams])
+    now = snapshot_of(streams, consumers)
+    for key in sorted(set(plan.snapshot) | {k for k in now if k.startswith("stream:")}):
+        kind, _, name = key.partition(":")
+        what = f"stream {name}" if kind == "stream" else f"the consumers of stream {name}"
+        if key not in now:
+            problems.append(f"{what}: gone from the server")
+        elif key not in plan.snapshot:
+            problems.append(f"{what}: appeared on the server")
+        elif now[key] != plan.snapshot[key]:
+            problems.append(f"{what}: changed on the server")
+    for c in plan.changes:
+        if c.kind != "stream" or c.action != "update" or c.stream not in streams:
+            continue
+        sensitive = [f for f in c.fields if f.effect == "in_place"]
+        if not sensitive:
+            continue
+        subjects = None
+        if any(needs_subjects("stream", f.field, f.before, f.after) for f in sensitive):
+            subjects = await api.stream_subjects(c.stream)
+        state = StreamState.from_info(streams[c.stream], consumers.get(c.stream, []), subjects)
+        for f in sensitive:
+            effect, reason = classify(
+                "stream", f.field, f.before, f.after, server, state, config=c.config
+            )
+            if effect != "in_place":
+                problems.append(f"stream {c.stream}: {f.field} is now {effect}: {reason}")
+    if problems:
+        raise PlanOutdatedError(problems)
 
 
 # --------------------------------------------------------------------------- one call
@@ -163,23 +290,49 @@ async def reconcile_async(
     apply: bool = True,
     allow_destructive: bool = False,
     progress: Callable[[str], None] | None = None,
-    concurrency: int = 1,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> ApplyResult:
-    """Connect, plan, apply (unless `apply` is False: the result then has no steps), close."""
+    """Connect, plan, apply (unless `apply` is False: the result then has no steps), plan
+    again (anything left is an error naming it), close.
+
+    Raises:
+        ReconcileError: As `apply_plan`; or the plan after apply is not empty.
+    """
     nc = await connect(options)
+    api = JetStreamApi(nc, options.api_prefix)
     try:
-        plan = await plan_changes(nc, topology)
+        plan = await plan_changes(api, topology)
         if not apply:
             return ApplyResult(plan, seconds=plan.seconds)
-        return await apply_plan(
-            nc,
+        result = await apply_plan(
+            api,
             plan,
             allow_destructive=allow_destructive,
             progress=progress,
             concurrency=concurrency,
         )
+        if result.changed:
+            await check_converged(api, topology, result)
+        return result
     finally:
         await nc.close()
+
+
+async def check_converged(
+    js_or_nc: Client | JetStreamContext | JetStreamApi, topology: Topology, result: ApplyResult
+) -> None:
+    """Plan again after apply; anything left means the server did not converge.
+
+    Raises:
+        ReconcileError: Names every asset and field still differing.
+    """
+    again = await plan_changes(js_or_nc, topology)
+    if again.has_changes:
+        left = [c.describe() for c in again.changes if c.pending or c.conflict] + again.errors
+        raise ReconcileError(
+            f"applied {len(result.steps)} change(s), but the server still differs from the "
+            "topology:\n  " + "\n  ".join(left)
+        )
 
 
 def reconcile(
@@ -189,7 +342,7 @@ def reconcile(
     apply: bool = True,
     allow_destructive: bool = False,
     progress: Callable[[str], None] | None = None,
-    concurrency: int = 1,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> ApplyResult:
     """Blocking plan-and-apply for callers without an event loop (the Pulumi provider).
 

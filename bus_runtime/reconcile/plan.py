@@ -13,6 +13,7 @@ from ..topology.units import format_duration, format_size
 Action = Literal["create", "update", "replace", "delete", "none", "unmanaged"]
 _EFFECT_RANK: dict[str, int] = {"in_place": 0, "replace": 1, "destructive": 2}
 _PENDING: frozenset[str] = frozenset({"create", "update", "replace", "delete"})
+SAVED_PLAN_FORMAT = 1
 
 # --------------------------------------------------------------------------- values
 
@@ -69,7 +70,13 @@ class FieldChange:
         text = f"{self.field}: {format_value(self.field, self.before)} -> {format_value(self.field, self.after)}"
         if self.effect != "in_place":
             text += f" ({self.effect}: {self.reason})" if self.reason else f" ({self.effect})"
+        elif self.reason:
+            text += f" ({self.reason})"
         return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FieldChange:
+        return cls(data["field"], data["before"], data["after"], data["effect"], data["reason"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,8 +179,9 @@ class Change:
         head = self.headline(drift=drift)
         return "\n".join([head, *(f"    {f.render()}" for f in self.fields)])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, config: bool = False) -> dict[str, Any]:
+        """The change as JSON; with `config`, also the config apply sends (saved plans)."""
+        out: dict[str, Any] = {
             "kind": self.kind,
             "stream": self.stream,
             "consumer": self.consumer,
@@ -183,6 +191,22 @@ class Change:
             "conflict": self.conflict,
             "fields": [f.to_dict() for f in self.fields],
         }
+        if config:
+            out["config"] = self.config
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Change:
+        return cls(
+            kind=data["kind"],
+            stream=data["stream"],
+            consumer=data["consumer"],
+            action=data["action"],
+            fields=[FieldChange.from_dict(f) for f in data["fields"]],
+            note=data["note"],
+            conflict=data["conflict"],
+            config=data.get("config"),
+        )
 
 
 @dataclass
@@ -198,6 +222,13 @@ class Plan:
     server_version: str
     changes: list[Change] = field(default_factory=list)
     seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    """Problems apply would run into (one line each, `FILE:LINE:COL: error: ...` when the
+    topology is at fault): overlapping unmanaged streams, replicas above the cluster's
+    size, features the server lacks, account limits. Apply refuses a plan with errors."""
+    snapshot: dict[str, str] = field(default_factory=dict, repr=False)
+    """What the plan read: a fingerprint of every stream's and consumer's config on the
+    server (`STREAM`, `STREAM/CONSUMER`), so that a saved plan can tell the server changed."""
 
     @property
     def pending(self) -> list[Change]:
@@ -205,8 +236,9 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        """Something to do, or a declared asset owned by another topology (a conflict)."""
-        return any(c.pending or c.conflict for c in self.changes)
+        """Something to do, a declared asset owned by another topology (a conflict), or
+        an error: the server does not match the topology."""
+        return bool(self.errors) or any(c.pending or c.conflict for c in self.changes)
 
     @property
     def refused_without_flag(self) -> bool:
@@ -248,6 +280,7 @@ class Plan:
         target = f"topology `{self.topology}`{env}"
         shown = [c for c in self.changes if c.action != "none"]
         lines = [c.to_text(drift=drift) for c in shown]
+        lines += [e if ": error: " in e else f"error: {e}" for e in self.errors]
         if not self.has_changes:
             head = (
                 f"In sync: the server (nats-server {self.server_version}) matches {target}."
@@ -256,7 +289,10 @@ class Plan:
             )
             return "\n".join([*lines, head])
         head = "Drift" if drift else "Plan"
-        return "\n".join([*lines, f"{head} for {target}: {self.summary()}."])
+        summary = self.summary()
+        if self.errors:
+            summary += f"; {len(self.errors)} error(s): apply refuses until they are fixed"
+        return "\n".join([*lines, f"{head} for {target}: {summary}."])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -266,8 +302,47 @@ class Plan:
             "has_changes": self.has_changes,
             "refused_without_flag": self.refused_without_flag,
             "counts": self.counts(),
+            "errors": list(self.errors),
             "changes": [c.to_dict() for c in self.changes if c.action != "none"],
         }
+
+    # -- saved plans ---------------------------------------------------------------
+    def to_saved(self) -> dict[str, Any]:
+        """The plan as `natstopo plan -o` writes it: every change with the config apply
+        sends, and the fingerprints of what the server held (`snapshot`)."""
+        return {
+            "natstopo_plan": SAVED_PLAN_FORMAT,
+            "topology": self.topology,
+            "environment": self.environment,
+            "server_version": self.server_version,
+            "errors": list(self.errors),
+            "snapshot": dict(sorted(self.snapshot.items())),
+            "changes": [c.to_dict(config=True) for c in self.changes],
+        }
+
+    @classmethod
+    def from_saved(cls, data: Any) -> Plan:
+        """A plan read back from `to_saved`'s JSON.
+
+        Raises:
+            ValueError: Not a saved plan of this format.
+        """
+        if not isinstance(data, dict) or data.get("natstopo_plan") != SAVED_PLAN_FORMAT:
+            raise ValueError(
+                f"not a saved natstopo plan (format {SAVED_PLAN_FORMAT}); write one with "
+                "`natstopo plan -o FILE`"
+            )
+        try:
+            return cls(
+                topology=data["topology"],
+                environment=data["environment"],
+                server_version=data["server_version"],
+                changes=[Change.from_dict(c) for c in data["changes"]],
+                errors=list(data["errors"]),
+                snapshot=dict(data["snapshot"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"a saved plan without its {exc} (edited by hand?)") from exc
 
 
 @dataclass(frozen=True)

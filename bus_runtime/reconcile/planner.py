@@ -1,22 +1,39 @@
-"""`plan_changes`: read the server and decide, per declared or marked asset, what apply would do."""
+"""`plan_changes`: read the server and decide, per declared or marked asset, what apply would do.
+
+A plan also names what apply would run into, as errors, before anything is changed:
+subjects of an unmanaged stream overlapping a declared one, replicas above the cluster's
+size, fields the server's version does not know, and the account's JetStream limits.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
+from .._errors import UnsupportedFeatureError
 from ..jetstream.api import JetStreamApi
-from ..jetstream.rules import check_features, stream_value, version_text
-from ..topology.model import Consumer, Stream, Topology
+from ..jetstream.rules import (
+    MIN_SERVER,
+    StreamState,
+    Version,
+    effective,
+    feature_problems,
+    needs_subjects,
+    version_text,
+)
+from ..topology.model import Consumer, Location, Stream, Topology
+from ..topology.subjects import subjects_overlap
 from ..topology.units import format_size
 from .diff import consumer_create_config, diff_consumer, diff_stream, stream_create_config
 from .marks import owner as owner_of
-from .plan import Change, Plan
+from .plan import Change, FieldChange, Plan
 
 
 async def plan_changes(
@@ -32,15 +49,23 @@ async def plan_changes(
     `only_streams` (every declared consumer of those streams) and/or `only_consumers`
     ((stream, consumer) pairs) only those assets are read, and nothing is deleted.
 
+    What apply would fail on is in `Plan.errors` (apply refuses such a plan).
+
     Raises:
-        UnsupportedFeatureError: The topology needs a newer server.
+        UnsupportedFeatureError: The server is older than 2.10 (no metadata, no marks).
         ReconcileError: The server refused a request or did not answer.
         KeyError: A scoped stream or consumer is not declared in the topology.
     """
     started = time.perf_counter()
     api = JetStreamApi.of(js_or_nc)
     server = api.server_version
-    check_features(topology, server)
+    if server < MIN_SERVER:
+        raise UnsupportedFeatureError(
+            "metadata",
+            "stream and consumer metadata (natstopo marks the assets it manages)",
+            version_text(MIN_SERVER),
+            version_text(server),
+        )
     planner = _Planner(
         topology,
         server,
@@ -50,8 +75,32 @@ async def plan_changes(
     plan = Plan(topology.name, topology.environment, version_text(server))
     await planner.read(api)
     plan.changes = planner.changes()
+    plan.errors = planner.errors(plan.changes, api)
+    plan.snapshot = planner.snapshot()
     plan.seconds = time.perf_counter() - started
     return plan
+
+
+def _at(where: Location | None, path: str, message: str) -> str:
+    """`FILE:LINE:COL: error: PATH: MESSAGE`, the validator's form (`PATH: MESSAGE` when
+    the topology has no place, e.g. built in code)."""
+    return f"{where}: error: {path}: {message}" if where is not None else f"{path}: {message}"
+
+
+def fingerprint(value: Any) -> str:
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def snapshot_of(
+    streams: Mapping[str, Mapping[str, Any]], consumers: Mapping[str, list[dict[str, Any]]]
+) -> dict[str, str]:
+    """Fingerprints of the configs read: `stream:NAME` and `consumers:NAME` (all of a stream)."""
+    out = {f"stream:{n}": fingerprint(i.get("config")) for n, i in streams.items()}
+    for n, infos in consumers.items():
+        configs = sorted((c.get("config") or {} for c in infos), key=lambda c: str(c.get("name")))
+        out[f"consumers:{n}"] = fingerprint(configs)
+    return out
 
 
 class _Planner:
@@ -60,7 +109,7 @@ class _Planner:
     def __init__(
         self,
         topology: Topology,
-        server: tuple[int, int, int],
+        server: Version,
         stream_scope: set[str] | None,
         consumer_scope: set[tuple[str, str]] | None,
     ) -> None:
@@ -82,21 +131,29 @@ class _Planner:
         self.declared_names = {s.name for s in self.declared}
         self.live_streams: dict[str, dict[str, Any]] = {}
         self.live_consumers: dict[str, list[dict[str, Any]]] = {}
+        # Every consumer of the stream was read (its state can tell interest retention).
+        self.all_consumers_read = not (consumer_scope is not None and stream_scope is None)
+        self.subjects: dict[str, dict[str, int]] = {}
+        self.account: dict[str, Any] = {}
+        self.server_info: dict[str, Any] = {}
 
     async def read(self, api: JetStreamApi) -> None:
+        self.server_info = dict(getattr(api.nc, "_server_info", None) or {})
         if self.scoped:
             infos = await asyncio.gather(*(api.stream_info(s.name) for s in self.declared))
             self.live_streams = {i["config"]["name"]: i for i in infos if i is not None}
         else:
-            self.live_streams = {i["config"]["name"]: i for i in await api.list_streams()}
+            streams, account = await asyncio.gather(api.list_streams(), api.account_info())
+            self.live_streams = {i["config"]["name"]: i for i in streams}
+            self.account = account
         # Consumers of every declared stream that exists, and of every marked one.
         to_read = [
             n
             for n, info in self.live_streams.items()
             if n in self.declared_names or owner_of(info["config"]) == self.topology.name
         ]
-        if self.consumer_scope is not None and self.stream_scope is None:
-            pairs = [p for p in sorted(self.consumer_scope) if p[0] in self.live_streams]
+        if not self.all_consumers_read:
+            pairs = [p for p in sorted(self.consumer_scope or ()) if p[0] in self.live_streams]
             cinfos = await asyncio.gather(*(api.consumer_info(s, c) for s, c in pairs))
             self.live_consumers = {n: [] for n in to_read}
             for (sname, _), cinfo in zip(pairs, cinfos, strict=True):
@@ -104,7 +161,35 @@ class _Planner:
                     self.live_consumers[sname].append(cinfo)
         else:
             self.live_consumers = await api.consumers_of(to_read)
+        # Per-subject counts, only where a change needs them (a lowered per-subject limit,
+        # limits -> interest) and the stream holds messages.
+        wanted = [s.name for s in self.declared if self._needs_subjects(s)]
+        counts = await asyncio.gather(*(api.stream_subjects(n) for n in wanted))
+        self.subjects = dict(zip(wanted, counts, strict=True))
 
+    def _needs_subjects(self, stream: Stream) -> bool:
+        info = self.live_streams.get(stream.name)
+        if info is None or not (info.get("state") or {}).get("messages"):
+            return False
+        fields, _ = diff_stream(stream, info["config"], self.topology, self.server, None)
+        return any(needs_subjects("stream", f.field, f.before, f.after) for f in fields)
+
+    def state(self, name: str) -> StreamState:
+        info = self.live_streams[name]
+        consumers = self.live_consumers.get(name, [])
+        state = StreamState.from_info(info, consumers, self.subjects.get(name))
+        if not self.all_consumers_read:
+            # Only some consumers were read: interest retention cannot be judged.
+            state = StreamState(
+                state.messages, state.bytes, state.first_seq, state.first_ts, state.now,
+                state.subjects, None,
+            )  # fmt: skip
+        return state
+
+    def snapshot(self) -> dict[str, str]:
+        return snapshot_of(self.live_streams, self.live_consumers)
+
+    # -- decisions -------------------------------------------------------------------
     def changes(self) -> list[Change]:
         out: list[Change] = []
         name = self.topology.name
@@ -160,7 +245,7 @@ class _Planner:
         owner = owner_of(live)
         if owner not in (None, topology.name):
             return [self._conflict("stream", stream.name, None, str(owner))]
-        fields, update = diff_stream(stream, live, topology, server)
+        fields, update = diff_stream(stream, live, topology, server, self.state(stream.name))
         replaced = any(f.effect == "replace" for f in fields)
         live_cons = {ci["name"]: ci for ci in self.live_consumers.get(stream.name, [])}
         deletes, unmanaged = self._undeclared_consumers(stream, live_cons, replaced)
@@ -174,9 +259,12 @@ class _Planner:
             out.append(Change("stream", stream.name, None, "update", fields, note, config=update))
         else:
             out.append(Change("stream", stream.name, None, "none"))
-        replicas = int(stream_value(live, "num_replicas"))
+        replicas = int(effective("stream", "num_replicas", live))
+        retention = str(effective("stream", "retention", live))
         for c in wanted:
-            out.append(self._consumer(stream, c, live_cons.get(c.name), replaced, replicas))
+            out.append(
+                self._consumer(stream, c, live_cons.get(c.name), replaced, replicas, retention)
+            )
         return out + unmanaged
 
     def _undeclared_consumers(
@@ -193,7 +281,7 @@ class _Planner:
                 continue
             owner = owner_of(ci.get("config", {}))
             if owner == self.topology.name:
-                note = "deleted with its stream" if replaced else ""
+                note = "deleted with its stream" if replaced else _interest_note(stream, ci)
                 deletes.append(Change("consumer", stream.name, cname, "delete", note=note))
                 continue
             note = f"managed by topology `{owner}`" if owner else "not created by natstopo"
@@ -209,6 +297,7 @@ class _Planner:
         info: dict[str, Any] | None,
         stream_replaced: bool,
         stream_replicas: int,
+        retention: str,
     ) -> Change:
         topology, server = self.topology, self.server
         create = consumer_create_config(consumer, topology, server)
@@ -224,6 +313,8 @@ class _Planner:
         fields, update = diff_consumer(consumer, live, stream_replicas, topology, server)
         if any(f.effect == "replace" for f in fields):
             note = _consumer_note(info)
+            if retention == "interest":
+                note = "; ".join(n for n in (note, _interest_note(stream, info)) if n)
             return Change(
                 "consumer", stream.name, consumer.name, "replace", fields, note, config=create
             )
@@ -233,6 +324,160 @@ class _Planner:
                 "consumer", stream.name, consumer.name, "update", fields, note, config=update
             )
         return Change("consumer", stream.name, consumer.name, "none")
+
+    # -- what apply would fail on ----------------------------------------------------
+    def errors(self, changes: list[Change], api: JetStreamApi) -> list[str]:
+        out: list[str] = []
+        for s, c, fld, rule in feature_problems(self.topology, self.server):
+            asset: Stream | Consumer = s if c is None else c
+            path = f"streams.{s.name}" + (f".consumers.{c.name}" if c else "") + f".{fld}"
+            out.append(
+                _at(
+                    asset.where(fld),
+                    path,
+                    f"needs {rule.feature}, which nats-server {version_text(rule.since)} "
+                    f"brings; the server runs {version_text(self.server)}",
+                )
+            )
+        out += self._replica_errors()
+        if not self.scoped:
+            out += self._overlap_errors()
+            out += self._account_errors(changes)
+        return out
+
+    def cluster_size(self) -> int | None:
+        """Servers in the cluster: 1 when not clustered; None when it does not say."""
+        if not self.server_info.get("cluster"):
+            return 1
+        urls = self.server_info.get("connect_urls") or []
+        return len(urls) or None
+
+    def _replica_errors(self) -> list[str]:
+        size = self.cluster_size()
+        if size is None:
+            return []
+        where = "a single server (not clustered)" if size == 1 else f"a cluster of {size} servers"
+        out = []
+        for s in self.declared:
+            if s.replicas > size:
+                out.append(
+                    _at(
+                        s.where("replicas"),
+                        f"streams.{s.name}.replicas",
+                        f"{s.replicas} replicas, but the server is {where}: it would refuse "
+                        f"the stream (err_code {'10074' if size == 1 else '10005'}); set "
+                        f"replicas to at most {size} for this environment",
+                    )
+                )
+            for c in self._wanted(s):
+                if c.replicas is not None and c.replicas > size:
+                    out.append(
+                        _at(
+                            c.where("replicas"),
+                            f"streams.{s.name}.consumers.{c.name}.replicas",
+                            f"{c.replicas} replicas, but the server is {where}",
+                        )
+                    )
+        return out
+
+    def _overlap_errors(self) -> list[str]:
+        out = []
+        name = self.topology.name
+        others = {
+            n: info
+            for n, info in self.live_streams.items()
+            if n not in self.declared_names and owner_of(info["config"]) != name
+        }
+        for s in self.declared:
+            for other, info in sorted(others.items()):
+                theirs = info["config"].get("subjects") or []
+                hit = next(
+                    ((a, b) for a in s.subjects for b in theirs if subjects_overlap(a, b)), None
+                )
+                if hit is None:
+                    continue
+                owner = owner_of(info["config"])
+                who = f"managed by topology `{owner}`" if owner else "not managed by natstopo"
+                out.append(
+                    _at(
+                        s.where(),
+                        f"streams.{s.name}",
+                        f"subject `{hit[0]}` overlaps subject `{hit[1]}` of stream `{other}` on "
+                        f"the server ({who}); the server refuses overlapping streams "
+                        "(err_code 10065): move or delete that stream, or change the topics",
+                    )
+                )
+        return out
+
+    def _account_errors(self, changes: list[Change]) -> list[str]:
+        limits = self.account.get("limits") or {}
+        if not limits:
+            return []
+        out: list[str] = []
+        streams = [c for c in changes if c.kind == "stream"]
+        n_streams = len(self.live_streams)
+        n_streams += sum(c.action == "create" for c in streams)
+        n_streams -= sum(c.action == "delete" for c in streams)
+        max_streams = int(limits.get("max_streams", -1) or -1)
+        if 0 < max_streams < n_streams:
+            out.append(
+                f"the account allows {max_streams} streams; after apply it would have "
+                f"{n_streams} (JetStream account limit max_streams)"
+            )
+        consumers = [c for c in changes if c.kind == "consumer"]
+        n_consumers = int(self.account.get("consumers", 0) or 0)
+        n_consumers += sum(c.action == "create" and "recreated" not in c.note for c in consumers)
+        n_consumers -= sum(
+            c.action == "delete" and "with its stream" not in c.note for c in consumers
+        )
+        max_consumers = int(limits.get("max_consumers", -1) or -1)
+        if 0 < max_consumers < n_consumers:
+            out.append(
+                f"the account allows {max_consumers} consumers; after apply it would "
+                f"have {n_consumers} (JetStream account limit max_consumers)"
+            )
+        for storage, limit_key, per_stream_key, reserved_key in (
+            ("file", "max_storage", "storage_max_stream_bytes", "reserved_storage"),
+            ("memory", "max_memory", "memory_max_stream_bytes", "reserved_memory"),
+        ):
+            reserved = int(self.account.get(reserved_key, 0) or 0)
+            for s in self.declared:
+                live = (self.live_streams.get(s.name) or {}).get("config")
+                if live is not None and effective("stream", "storage", live) == storage:
+                    mb = int(effective("stream", "max_bytes", live))
+                    if mb > 0:
+                        reserved -= mb * int(effective("stream", "num_replicas", live))
+                if s.storage != storage:
+                    continue
+                mb = s.max_bytes if s.max_bytes is not None else -1
+                per_stream = int(limits.get(per_stream_key, -1) or -1)
+                if mb <= 0 and limits.get("max_bytes_required"):
+                    out.append(
+                        _at(
+                            s.where("max_bytes"),
+                            f"streams.{s.name}.max_bytes",
+                            "the account requires every stream to set max_bytes "
+                            "(JetStream account limit max_bytes_required)",
+                        )
+                    )
+                elif per_stream > 0 and mb > per_stream:
+                    out.append(
+                        _at(
+                            s.where("max_bytes"),
+                            f"streams.{s.name}.max_bytes",
+                            f"{format_size(mb)} is above the account's limit of "
+                            f"{format_size(per_stream)} per {storage} stream",
+                        )
+                    )
+                if mb > 0:
+                    reserved += mb * s.replicas
+            limit = int(limits.get(limit_key, -1) or -1)
+            if limit > 0 and reserved > limit:
+                out.append(
+                    f"{storage} streams would reserve {format_size(reserved)} (max_bytes "
+                    f"x replicas); the account allows {format_size(limit)} ({limit_key})"
+                )
+        return out
 
 
 def _state_note(info: dict[str, Any]) -> str:
@@ -247,3 +492,12 @@ def _state_note(info: dict[str, Any]) -> str:
 def _consumer_note(info: dict[str, Any]) -> str:
     pending = int(info.get("num_pending", 0) or 0) + int(info.get("num_ack_pending", 0) or 0)
     return f"{pending} message(s) pending or unacked" if pending else ""
+
+
+def _interest_note(stream: Stream, info: dict[str, Any]) -> str:
+    if stream.retention != "interest":
+        return ""
+    return "on an interest stream, messages only it had not acknowledged are dropped with it"
+
+
+__all__ = ["FieldChange", "fingerprint", "plan_changes", "snapshot_of"]
