@@ -11,7 +11,8 @@ from typing import NoReturn, TypeVar
 
 from nats.aio.client import Client
 
-from ..jetstream.connect import ConnectOptions, connect
+from ..jetstream.api import JetStreamApi
+from ..jetstream.connect import ConnectOptions, connect, redact
 from ..topology.loader import default_topology_path, load_topology
 from ..topology.model import Topology
 
@@ -47,13 +48,24 @@ def load_args_topology(args: argparse.Namespace) -> Topology:
     return load_topology(args.file or default_topology_path(), args.env)
 
 
-def run_connected(options: ConnectOptions, work: Callable[[Client], Awaitable[T]]) -> T:
-    """Connect, run `work` with the connection, close: one event loop per command."""
+def error_line(command: str, exc: BaseException) -> str:
+    """The one line a failed command prints: `natstopo plan: error: ...`, secrets masked.
+
+    A message that starts with the topology's place (`FILE:LINE:COL: error: ...`) keeps
+    that form; a message of several lines (every error of a plan) keeps its lines.
+    """
+    text = redact(str(exc))
+    return f"natstopo {command}: error: {text}"
+
+
+def run_connected(options: ConnectOptions, work: Callable[[JetStreamApi], Awaitable[T]]) -> T:
+    """Connect, run `work` with the JetStream API of the connection (the options' domain or
+    prefix), close: one event loop per command."""
 
     async def main() -> T:
-        nc = await connect(options)
+        nc: Client = await connect(options)
         try:
-            return await work(nc)
+            return await work(JetStreamApi(nc, options.api_prefix))
         finally:
             await nc.close()
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._errors import BusError
-from .common import EXIT_ERROR, Parser
+from .common import EXIT_ERROR, Parser, error_line
 
 # Every command module, in the order `natstopo --help` lists them.
 COMMAND_MODULES = ("validate", "reconcile", "dlq")
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except BusError as exc:
-        print(f"natstopo {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(args.command, exc), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("natstopo: interrupted", file=sys.stderr)

@@ -1,7 +1,12 @@
 """`natstopo plan | apply | drift | import`: the live reconciler on the command line.
 
-Exit codes: 0 nothing to do / in sync / applied; 1 error (one line, no traceback);
-2 changes planned, drift found, or apply refused replace/destructive steps (nothing changed).
+Exit codes: 0 nothing to do / in sync / applied; 1 error (one line each, no traceback;
+`FILE:LINE:COL: error: ...` where the topology is at fault); 2 changes planned, drift
+found, apply refused replace/destructive steps, or a saved plan no longer matches the
+server (nothing changed).
+
+`natstopo plan -o plan.json` saves the plan with what the server held; `natstopo apply
+plan.json` applies exactly that plan, and refuses when the server changed since.
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ import json
 import sys
 from pathlib import Path
 
-from nats.aio.client import Client
-
 from .._errors import ChangesRefusedError, ReconcileError
+from ..jetstream.api import JetStreamApi
 from ..jetstream.connect import add_connect_args, options_from_args
-from ..reconcile.apply import apply_plan
+from ..reconcile.apply import (
+    DEFAULT_CONCURRENCY,
+    apply_plan,
+    check_converged,
+    check_saved_plan,
+)
 from ..reconcile.importer import import_topology
 from ..reconcile.plan import Plan
 from ..reconcile.planner import plan_changes
@@ -36,31 +45,75 @@ def _print_plan(plan: Plan, fmt: str, *, drift: bool = False) -> None:
         print(plan.to_text(drift=drift))
 
 
+def _exit_of(plan: Plan) -> int:
+    if plan.errors:
+        return EXIT_ERROR
+    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     topology = load_args_topology(args)
-    plan = run_connected(options_from_args(args), lambda nc: plan_changes(nc, topology))
+    plan = run_connected(options_from_args(args), lambda api: plan_changes(api, topology))
     _print_plan(plan, args.format)
-    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+    if args.output:
+        try:
+            Path(args.output).write_text(json.dumps(plan.to_saved(), indent=1) + "\n")
+        except OSError as exc:
+            raise ReconcileError(f"cannot write {args.output}: {exc}") from exc
+        print(f"wrote the plan to {args.output}; apply it with `natstopo apply {args.output}`",
+              file=sys.stderr)  # fmt: skip
+    return _exit_of(plan)
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
     topology = load_args_topology(args)
-    plan = run_connected(options_from_args(args), lambda nc: plan_changes(nc, topology))
+    plan = run_connected(options_from_args(args), lambda api: plan_changes(api, topology))
     _print_plan(plan, args.format, drift=True)
-    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+    return _exit_of(plan)
+
+
+def _saved_plan(path: str | None) -> Plan | None:
+    """The saved plan in `path`, or None when `path` is a topology file."""
+    if path is None or not path.endswith(".json"):
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not a readable JSON plan: the topology loader reports it
+    if not isinstance(data, dict) or "natstopo_plan" not in data:
+        return None
+    try:
+        return Plan.from_saved(data)
+    except ValueError as exc:
+        raise ReconcileError(f"{path}: {exc}") from exc
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    topology = load_args_topology(args)
+    saved = _saved_plan(args.file)
+    topology = None if saved is not None else load_args_topology(args)
 
-    async def work(nc: Client) -> int:
-        plan = await plan_changes(nc, topology)
+    async def work(api: JetStreamApi) -> int:
+        if saved is not None:
+            plan = saved
+            try:
+                await check_saved_plan(api, plan)
+            except ChangesRefusedError as exc:
+                print(f"natstopo apply: {exc}", file=sys.stderr)
+                return EXIT_CHANGES
+        else:
+            assert topology is not None
+            plan = await plan_changes(api, topology)
+        if plan.errors:
+            for line in plan.errors:
+                print(line if ": error: " in line else f"natstopo apply: error: {line}",
+                      file=sys.stderr)  # fmt: skip
+            return EXIT_ERROR
         if not plan.has_changes:
             print(plan.to_text())
             return EXIT_OK
         try:
             result = await apply_plan(
-                nc,
+                api,
                 plan,
                 allow_destructive=args.allow_destructive,
                 progress=lambda line: print(line, flush=True),
@@ -70,6 +123,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(plan.to_text())
             print(f"natstopo apply: {exc}", file=sys.stderr)
             return EXIT_CHANGES
+        if topology is not None and result.changed:
+            await check_converged(api, topology, result)
         print(f"Applied {len(result.steps)} change(s) in {result.seconds:.2f}s.")
         return EXIT_OK
 
@@ -78,8 +133,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    source = ",".join(options.servers)
-    imported = run_connected(options, lambda nc: import_topology(nc, name=args.name, source=source))
+    source = ",".join(options.shown_servers)
+    imported = run_connected(
+        options, lambda api: import_topology(api, name=args.name, source=source)
+    )
     if args.output:
         try:
             Path(args.output).write_text(imported.text, encoding="utf-8")
@@ -105,10 +162,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_topology_args(p)
     add_connect_args(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        metavar="PLAN.json",
+        help="also save the plan, with what the server holds, for `natstopo apply PLAN.json`",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
-        "apply", help="converge a live server to the topology (replace/destructive need a flag)"
+        "apply",
+        help="converge a live server to the topology, or apply a saved plan (PLAN.json) "
+        "exactly; replace/destructive steps need a flag",
     )
     add_topology_args(p)
     add_connect_args(p)
@@ -120,9 +186,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--concurrency",
         type=int,
-        default=1,
+        default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help="streams (each with its consumers) applied at once (default 1: the file's order)",
+        help=f"streams (each with its consumers) applied at once (default {DEFAULT_CONCURRENCY})",
     )
     p.set_defaults(func=cmd_apply)
 

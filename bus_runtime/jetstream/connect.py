@@ -1,9 +1,15 @@
 """Connection options for NATS, from command-line flags or the environment, and `connect`.
 
-One place for servers, user/password, token, credentials file, nkey seed and TLS, used by
-the reconciler's commands and by the runtime. A failed connection is one `ConnectError`
-line (`cannot connect to nats://127.0.0.1:4333: connection refused`), after trying each
-server a bounded number of times: a command never hangs in a reconnect loop.
+One place for servers, user/password, token, credentials file, nkey seed, TLS and the
+JetStream domain or API prefix, used by the reconciler's commands and by the runtime. A
+failed connection is one `ConnectError` line (`cannot connect to nats://127.0.0.1:4333:
+connection refused`), after trying each server a bounded number of times: a command never
+hangs in a reconnect loop.
+
+Secrets never appear in a message: `redact` masks the password or token of a URL
+(`nats://alice:***@host`), `ConnectOptions.redact` every secret the options hold. A
+`tls://` URL or any `--tls-*` option makes TLS required: a server that does not offer it
+is refused before any credentials are sent.
 """
 
 from __future__ import annotations
@@ -12,17 +18,20 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import re
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
-import nats
 from nats.aio.client import Client
 from nats.errors import AuthorizationError, NoServersError
 from nats.errors import Error as NatsError
 
 from .._errors import ConnectError
+from .api import api_prefix
 
 DEFAULT_SERVER = "nats://127.0.0.1:4222"
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -37,6 +46,21 @@ ENV_NKEY = "NATS_NKEY"
 ENV_CA = "NATS_CA"
 ENV_CERT = "NATS_CERT"
 ENV_KEY = "NATS_KEY"
+ENV_JS_DOMAIN = "NATS_JS_DOMAIN"
+ENV_JS_API_PREFIX = "NATS_JS_API_PREFIX"
+MASK = "***"
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@/\s]+)@", re.I)
+
+
+def redact(text: str) -> str:
+    """`text` with the secret of every URL's user info masked: `nats://alice:***@host`,
+    `nats://***@host` (a token)."""
+
+    def mask(m: re.Match[str]) -> str:
+        user, sep, _ = m.group("userinfo").partition(":")
+        return f"{m.group('scheme')}{user}:{MASK}@" if sep else f"{m.group('scheme')}{MASK}@"
+
+    return _URL_CREDENTIALS.sub(mask, text)
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,9 @@ class ConnectOptions:
         connect_timeout: Seconds to wait for each connection attempt.
         max_reconnect_attempts: Attempts per server before giving up (first connect too).
         name: Client name shown in the server's connection list.
+        js_domain: The JetStream domain to manage (`$JS.<domain>.API`), e.g. a hub seen
+            from a leaf node.
+        js_api_prefix: The JetStream API prefix, for an account importing another's API.
     """
 
     servers: tuple[str, ...] = (DEFAULT_SERVER,)
@@ -70,6 +97,38 @@ class ConnectOptions:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_reconnect_attempts: int = 2
     name: str = "natstopo"
+    js_domain: str | None = None
+    js_api_prefix: str | None = None
+
+    @property
+    def api_prefix(self) -> str:
+        """The JetStream API subject prefix (`$JS.API` unless a domain or prefix is set)."""
+        return api_prefix(self.js_domain, self.js_api_prefix)
+
+    @property
+    def tls_required(self) -> bool:
+        """A `tls://` URL or any TLS option: a server without TLS is refused."""
+        return bool(self.tls_ca or self.tls_cert or self.tls_key) or any(
+            urlsplit(u).scheme == "tls" for u in self.servers
+        )
+
+    @property
+    def shown_servers(self) -> tuple[str, ...]:
+        """The server URLs with their passwords and tokens masked."""
+        return tuple(redact(u) for u in self.servers)
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret these options hold masked (URL user info, password,
+        token)."""
+        text = redact(text)
+        secrets = [self.password, self.token]
+        for u in self.servers:
+            parts = urlsplit(u)
+            secrets += [parts.password, parts.username if parts.password is None else None]
+        for secret in secrets:
+            if secret and len(secret) >= 3:
+                text = text.replace(secret, MASK)
+        return text
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ConnectOptions:
@@ -85,11 +144,18 @@ class ConnectOptions:
             "tls_ca": env.get(ENV_CA) or None,
             "tls_cert": env.get(ENV_CERT) or None,
             "tls_key": env.get(ENV_KEY) or None,
+            "js_domain": env.get(ENV_JS_DOMAIN) or None,
+            "js_api_prefix": env.get(ENV_JS_API_PREFIX) or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["servers"], str):
             values["servers"] = split_servers(values["servers"])
-        return cls(**values)  # type: ignore[arg-type]
+        options = cls(**values)  # type: ignore[arg-type]
+        try:
+            options.api_prefix  # noqa: B018 - validates the domain / prefix
+        except ValueError as exc:
+            raise ConnectError(options.shown_servers, str(exc)) from exc
+        return options
 
     def file_problem(self) -> str | None:
         """Why the credentials or nkey seed file cannot be used, or None."""
@@ -142,6 +208,18 @@ def add_connect_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--tls-key", default=None, metavar="FILE", help=f"client key (${ENV_KEY})")
     g.add_argument(
+        "--js-domain",
+        default=None,
+        metavar="DOMAIN",
+        help=f"JetStream domain to manage, e.g. a hub from a leaf node (${ENV_JS_DOMAIN})",
+    )
+    g.add_argument(
+        "--js-api-prefix",
+        default=None,
+        metavar="PREFIX",
+        help=f"JetStream API prefix of an imported JetStream (${ENV_JS_API_PREFIX})",
+    )
+    g.add_argument(
         "--connect-timeout",
         type=float,
         default=DEFAULT_CONNECT_TIMEOUT,
@@ -166,7 +244,33 @@ def options_from_args(
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         connect_timeout=args.connect_timeout,
+        js_domain=getattr(args, "js_domain", None),
+        js_api_prefix=getattr(args, "js_api_prefix", None),
     )
+
+
+class TlsNotOfferedError(NatsError):
+    """TLS is required (a `tls://` URL or a TLS option) and the server does not offer it."""
+
+    def __str__(self) -> str:
+        return "TLS is required (tls:// or a --tls option) but the server does not offer TLS"
+
+
+class _TlsRequiredClient(Client):
+    """A client that refuses a server without TLS before it sends any credentials.
+
+    nats-py upgrades to TLS only when the server's INFO says `tls_required`; with a CA or
+    a `tls://` URL against a plain server it would send the password in the clear. The
+    INFO is checked here, before CONNECT; a server that offers TLS without requiring it
+    (`allow_non_tls`) is upgraded.
+    """
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if initial_connection:
+            if not (info.get("tls_required") or info.get("tls_available")):
+                raise TlsNotOfferedError()
+            info["tls_required"] = True
+        await super()._process_info(info, initial_connection)
 
 
 def _reason(exc: BaseException | None, timeout: float) -> str:
@@ -174,6 +278,8 @@ def _reason(exc: BaseException | None, timeout: float) -> str:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        if isinstance(exc, TlsNotOfferedError):
+            return str(exc)
         if isinstance(exc, ConnectionRefusedError):
             return "connection refused"
         if isinstance(exc, socket.gaierror):
@@ -225,7 +331,7 @@ async def connect(options: ConnectOptions | None = None) -> Client:
         kwargs["token"] = options.token
     problem = options.file_problem()
     if problem:
-        raise ConnectError(options.servers, problem)
+        raise ConnectError(options.shown_servers, problem)
     if options.creds is not None:
         kwargs["user_credentials"] = options.creds
     if options.nkey_seed is not None:
@@ -233,15 +339,18 @@ async def connect(options: ConnectOptions | None = None) -> Client:
     try:
         tls = options.tls_context()
     except (OSError, ssl.SSLError) as exc:
-        raise ConnectError(options.servers, f"cannot load TLS files: {exc}") from exc
+        raise ConnectError(options.shown_servers, f"cannot load TLS files: {exc}") from exc
     if tls is not None:
         kwargs["tls"] = tls
+    client = _TlsRequiredClient() if options.tls_required else Client()
     try:
-        return await nats.connect(**kwargs)  # type: ignore[arg-type]
+        await client.connect(**kwargs)  # type: ignore[arg-type]
+        return client
     except (TimeoutError, OSError, NatsError) as exc:
         # Retries of a refused login can end in "connection reset" (the server closes right
         # after its -ERR): an authorization failure seen on any attempt is the real reason.
         reasons = [_reason(e, options.connect_timeout) for e in (*errors, exc)]
         auth = [r for r in reasons if r.startswith("authorization failed")]
-        reason = auth[0] if auth else (reasons[-2] if errors else reasons[-1])
-        raise ConnectError(options.servers, reason) from exc
+        tls_refused = [r for r in reasons if r.startswith("TLS is required")]
+        reason = (auth or tls_refused or [reasons[-2] if errors else reasons[-1]])[0]
+        raise ConnectError(options.shown_servers, options.redact(reason)) from exc
