@@ -23,7 +23,7 @@ from reconcile_helpers import (
     topology_from_text,
 )
 
-from bus_runtime._errors import ChangesRefusedError, ReconcileError, UnsupportedFeatureError
+from bus_runtime._errors import ChangesRefusedError, ReconcileError
 from bus_runtime.reconcile.apply import apply_plan
 from bus_runtime.reconcile.importer import import_topology
 from bus_runtime.reconcile.marks import MARK_FINGERPRINT, MARK_TOPOLOGY
@@ -226,34 +226,49 @@ async def test_replace_refused_without_flag_then_recreated(nc_each: Client, case
         assert cfg[fld] in ("all", "new")
 
 
-async def test_max_age_lowering_is_destructive_raising_in_place(nc: Client) -> None:
+async def test_lowered_limit_is_destructive_only_when_it_drops_stored_messages(nc: Client) -> None:
     await converge(nc, shop())
+    # Nothing stored: lowering max_age deletes nothing (the plan reads the stream's state).
     lower = await plan_changes(nc, shop_edit(("max_age: 7d", "max_age: 1d")))
-    c = change(lower, "ORDERS")
+    (f,) = change(lower, "ORDERS").fields
+    assert (f.field, f.effect) == ("max_age", "in_place")
+    assert not lower.refused_without_flag
+
+    js = nc.jetstream()
+    for _ in range(10):
+        await js.publish("orders.created", b"x" * 1000)  # about 10 KiB stored
+    small = await plan_changes(nc, shop_edit(("max_bytes: 64MiB", "max_bytes: 4KiB")))
+    c = change(small, "ORDERS")
     assert c.action == "update"
     (f,) = c.fields
-    assert (f.field, f.effect) == ("max_age", "destructive")
-    assert f.render() == "max_age: 7d -> 1d (destructive: deletes messages older than 1d)"
-    assert lower.refused_without_flag
+    assert (f.field, f.effect) == ("max_bytes", "destructive")
+    assert f.render().startswith(
+        "max_bytes: 64MiB -> 4KiB (destructive: deletes the oldest messages above 4KiB: "
+    )
     with pytest.raises(ChangesRefusedError):
-        await apply_plan(nc, lower)
+        await apply_plan(nc, small)
+    assert (await api(nc, "STREAM.INFO.ORDERS"))["state"]["messages"] == 10
+    roomy = await plan_changes(nc, shop_edit(("max_bytes: 64MiB", "max_bytes: 1MiB")))
+    (f,) = change(roomy, "ORDERS").fields
+    assert (f.field, f.effect) == ("max_bytes", "in_place")  # everything stored fits
+    await apply_plan(nc, roomy)
+    assert (await api(nc, "STREAM.INFO.ORDERS"))["state"]["messages"] == 10
 
     higher = await plan_changes(nc, shop_edit(("max_age: 7d", "max_age: 30d")))
-    (f,) = change(higher, "ORDERS").fields
-    assert (f.field, f.effect) == ("max_age", "in_place")
+    effects = {f.field: f.effect for f in change(higher, "ORDERS").fields}
+    assert effects == {"max_age": "in_place", "max_bytes": "in_place"}  # both raised
     assert not higher.refused_without_flag
     await apply_plan(nc, higher)
     assert (await stream_config(nc, "ORDERS"))["max_age"] == 30 * 86400 * 10**9
 
 
-async def test_limits_interest_is_in_place_and_unset_fields_are_not_drift(nc: Client) -> None:
+async def test_unset_fields_are_compared_with_the_servers_defaults(nc: Client) -> None:
     await converge(nc, shop())
-    plan = await plan_changes(nc, shop_edit(("retention: limits", "retention: interest")))
-    (f,) = change(plan, "ORDERS").fields
-    assert (f.field, f.effect) == ("retention", "in_place")
-    # Dropping max_bytes from the topology: the server keeps its value, that is no drift.
     plan = await plan_changes(nc, shop_edit(("    max_bytes: 64MiB\n", "")))
-    assert not plan.has_changes, plan.to_text()
+    (f,) = change(plan, "ORDERS").fields
+    assert f.render() == "max_bytes: 64MiB -> unlimited"
+    await converge(nc, shop_edit(("    max_bytes: 64MiB\n", "")))
+    assert (await stream_config(nc, "ORDERS"))["max_bytes"] == -1
 
 
 async def test_adding_a_topic_updates_subjects_and_filters(nc: Client) -> None:
@@ -368,17 +383,20 @@ streams:
 """
 
 
-async def test_newer_feature_fails_at_plan_on_old_server(nc_each: Client) -> None:
+async def test_newer_feature_is_a_plan_error_on_old_server(nc_each: Client) -> None:
     topology = topology_from_text(TTL)
     version = nc_each.connected_server_version
     if (version.major, version.minor) >= (2, 11):
         await converge(nc_each, topology)
         return
-    with pytest.raises(UnsupportedFeatureError) as err:
-        await plan_changes(nc_each, topology)
-    assert err.value.field == "streams.CACHE.allow_msg_ttl"
-    assert err.value.version == "2.11.0"
-    assert "per-message TTL" in str(err.value)
+    plan = await plan_changes(nc_each, topology)
+    assert plan.errors == [
+        "shop.yaml:5:20: error: streams.CACHE.allow_msg_ttl: needs per-message TTL, which "
+        "nats-server 2.11.0 brings; the server runs 2.10.26"
+    ]
+    with pytest.raises(ReconcileError, match="the plan has errors; nothing was changed"):
+        await apply_plan(nc_each, plan)
+    assert (await api(nc_each, "STREAM.NAMES"))["streams"] in (None, [])
 
 
 # --------------------------------------------------------------------------- import

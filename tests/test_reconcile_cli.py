@@ -61,14 +61,12 @@ def test_plan_apply_drift_cycle(
     edit(nats_server.url, "TAX_AGENT_EVENTS", "audit-trail", max_ack_pending=10)
     code, out, _ = run(capsys, "drift", *s)
     assert code == 2
-    assert "~ stream TAX_AGENT_EVENTS: update in place (destructive)" in out
-    assert "max_bytes: 2GiB -> 1GiB (destructive: deletes the oldest messages above 1GiB)" in out
+    # The stream holds nothing: lowering its limit deletes nothing, so it is in place.
+    assert "~ stream TAX_AGENT_EVENTS: update in place\n" in out
+    assert "    max_bytes: 2GiB -> 1GiB\n" in out
     assert "max_ack_pending: 10 -> 5000" in out
 
-    code, out, err = run(capsys, "apply", *s)
-    assert code == 2
-    assert "--allow-destructive" in err and "nothing was changed" in err
-    code, out, _ = run(capsys, "apply", *s, "--allow-destructive")
+    code, out, _ = run(capsys, "apply", *s)
     assert code == 0
     assert "~ stream TAX_AGENT_EVENTS updated (" in out
     assert "~ consumer TAX_AGENT_EVENTS/audit-trail updated (" in out
@@ -154,14 +152,28 @@ def test_invalid_topology_is_an_error_before_connecting(
 
 
 def test_server_refusal_is_one_line_with_its_code(
+    nats_server: NatsServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # More than the server's store (the harness's 1TB): a plan cannot see the server's
+    # disk, the server refuses the create.
+    path = tmp_path / "huge.yaml"
+    path.write_text(SHOP.replace("max_bytes: 64MiB", "max_bytes: 2TiB"))
+    code, out, err = run(capsys, "apply", "-s", nats_server.url, str(path))
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert err.startswith("natstopo apply: error: stream ORDERS: create failed")
+    assert "(err_code 10047)" in err
+
+
+def test_plan_errors_are_one_line_each_at_their_place(
     nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The base environment asks for 3 replicas; a single server refuses them.
+    # The base environment asks for 3 replicas; a single server cannot have them.
     code, out, err = run(capsys, "apply", "-s", nats_server.url, str(SHIPPED))
     assert code == 1 and out == ""
-    assert err.count("\n") == 1
-    assert err.startswith("natstopo apply: error: stream TAX_AGENT_JOBS: create failed")
-    assert "(err_code 10074)" in err
+    lines = err.splitlines()
+    assert len(lines) == 3  # one per stream
+    assert all(ln.startswith(f"{SHIPPED}:29:") and ": error: streams." in ln for ln in lines)
 
 
 def test_drift_names_missing_assets(
