@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from .._errors import UnsupportedFeatureError
 from ..topology.model import CONSUMER_FIELD_TO_API, STREAM_FIELD_TO_API, Consumer, Stream, Topology
+from ..topology.subjects import subject_matches
 from ..topology.units import MINUTE, SECOND, format_duration, format_size
 
 Effect = Literal["in_place", "replace", "destructive"]
@@ -337,8 +338,8 @@ def _parse_time(value: Any) -> dt.datetime | None:
 
 def needs_subjects(kind: Kind, field: str, before: Any, after: Any) -> bool:
     """Whether `classify` needs per-subject counts in the state for this change."""
-    if kind != "stream":
-        return False
+    if kind == "consumer":
+        return field == "filter_subjects" and not _filters_cover(after or (), before or ())
     if field == "max_msgs_per_subject":
         return _limit(after) < _limit(before)
     return field == "retention" and (before, after) == ("limits", "interest")
@@ -410,6 +411,7 @@ def classify(
     state: StreamState | None = None,
     *,
     config: Mapping[str, Any] | None = None,
+    retention: str | None = None,
 ) -> tuple[Effect, str]:
     """The effect of changing `field` of a stream or consumer from `before` to `after`.
 
@@ -421,8 +423,11 @@ def classify(
         version: The server's version (the rules differ by version).
         state: What the stream holds now; None (unknown, as for `natstopo diff`) means
             the worst the server could do with any stored messages.
-        config: The stream's config after the change (its `discard` decides whether a
-            lowered limit deletes messages); None: unknown, the worst case.
+        config: The asset's config after the change (a stream's `discard` decides whether
+            a lowered limit deletes messages; a consumer's name tells it from the others);
+            None: unknown, the worst case.
+        retention: For a consumer, its stream's retention once the change is applied
+            (narrowing a filter on an interest stream drops messages); None: unknown.
 
     Returns:
         `(effect, reason)`: `in_place` (the server takes it and keeps every message and
@@ -430,8 +435,10 @@ def classify(
         recreates the asset, losing its messages or position), or `destructive` (taken in
         place, but stored messages are deleted); the reason in a few words.
     """
+    if kind == "consumer" and field == "filter_subjects":
+        return _filters_changed(before, after, state, config, retention)
     rule = FIELD_RULES[kind].get(field)
-    if rule is None:  # subjects, filter subjects, metadata: in place on every version
+    if rule is None:  # subjects, metadata: in place on every version
         return "in_place", ""
     change = _version_rule(rule, version)
     what = "the stream's messages are lost" if kind == "stream" else "its delivery position is lost"
@@ -488,6 +495,52 @@ def _lowered(
         return "in_place", ""
     drop = sum(n - after for n in over.values())
     return "destructive", f"{reason}: {drop} stored message(s) of {len(over)} subject(s)"
+
+
+def _filters_changed(
+    before: Any,
+    after: Any,
+    state: StreamState | None,
+    config: Mapping[str, Any] | None,
+    retention: str | None,
+) -> tuple[Effect, str]:
+    """A consumer's filter subjects change (measured, 2.10 and 2.15: in place everywhere,
+    but on an interest stream the stored messages of the subjects it stops taking are
+    dropped at once, unless another consumer takes them)."""
+    was, now = tuple(before or ()), tuple(after or ())
+    if _filters_cover(now, was) or retention not in (None, "interest"):
+        return "in_place", ""
+    reason = (
+        "on an interest stream the messages of the subjects it stops taking are dropped "
+        "unless another consumer takes them"
+    )
+    if state is None or state.consumers is None:
+        return "destructive", reason
+    if state.messages == 0:
+        return "in_place", ""
+    if state.subjects is None:
+        return "destructive", reason
+    me = (config or {}).get("durable_name") or (config or {}).get("name")
+    holders = [
+        c
+        for c in state.consumers
+        if c.name != me and c.ack_floor < state.first_seq and not c.acked_above_floor
+    ]
+
+    def taken(subject: str, filters: Sequence[str]) -> bool:
+        return not filters or any(subject_matches(f, subject) for f in filters)
+
+    dropped = {
+        s: n
+        for s, n in state.subjects.items()
+        if n > 0
+        and taken(s, was)
+        and not taken(s, now)
+        and not any(taken(s, h.filters) for h in holders)
+    }
+    if not dropped:
+        return "in_place", ""
+    return "destructive", f"{reason}: {sum(dropped.values())} stored message(s)"
 
 
 def _retention(

@@ -138,8 +138,13 @@ def diff_consumer(
     stream_replicas: int,
     topology: Topology,
     server: Version,
+    state: StreamState | None = None,
 ) -> tuple[list[FieldChange], dict[str, Any]]:
-    """The differing fields of a consumer and the config an update sends."""
+    """The differing fields of a consumer and the config an update sends.
+
+    `state` (its stream's messages and consumers) decides whether narrowing its filters on
+    an interest stream drops messages; None means the worst case.
+    """
     create = consumer_create_config(consumer, topology, server)
     update = _update_config("consumer", live, create, server)
     for key in ("name", "durable_name"):
@@ -149,7 +154,18 @@ def diff_consumer(
     want_filters = sorted(consumer.filter_subjects)
     have_filters = _consumer_filters(live)
     if want_filters != have_filters:
-        fields.append(FieldChange("filter_subjects", have_filters, want_filters))
+        retention = topology.stream(consumer.stream).retention
+        effect, reason = classify(
+            "consumer",
+            "filter_subjects",
+            have_filters,
+            want_filters,
+            server,
+            state,
+            config=update,
+            retention=retention,
+        )
+        fields.append(FieldChange("filter_subjects", have_filters, want_filters, effect, reason))
     marks = {
         MARK_TOPOLOGY: topology.name,
         MARK_SERVICE: consumer.service,

@@ -8,6 +8,7 @@ size, fields the server's version does not know, and the account's JetStream lim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import time
@@ -134,6 +135,7 @@ class _Planner:
         # Every consumer of the stream was read (its state can tell interest retention).
         self.all_consumers_read = not (consumer_scope is not None and stream_scope is None)
         self.subjects: dict[str, dict[str, int]] = {}
+        self.state_consumers: dict[str, list[dict[str, Any]]] = {}
         self.account: dict[str, Any] = {}
         self.server_info: dict[str, Any] = {}
 
@@ -161,29 +163,43 @@ class _Planner:
                     self.live_consumers[sname].append(cinfo)
         else:
             self.live_consumers = await api.consumers_of(to_read)
+        self.state_consumers = dict(self.live_consumers) if self.all_consumers_read else {}
         # Per-subject counts, only where a change needs them (a lowered per-subject limit,
-        # limits -> interest) and the stream holds messages.
+        # limits -> interest, a narrower filter on an interest stream) and the stream holds
+        # messages; a plan scoped to some consumers then reads all of the stream's too.
         wanted = [s.name for s in self.declared if self._needs_subjects(s)]
         counts = await asyncio.gather(*(api.stream_subjects(n) for n in wanted))
         self.subjects = dict(zip(wanted, counts, strict=True))
+        if not self.all_consumers_read and wanted:
+            lists = await api.consumers_of(wanted)
+            self.state_consumers.update(lists)
 
     def _needs_subjects(self, stream: Stream) -> bool:
         info = self.live_streams.get(stream.name)
         if info is None or not (info.get("state") or {}).get("messages"):
             return False
         fields, _ = diff_stream(stream, info["config"], self.topology, self.server, None)
-        return any(needs_subjects("stream", f.field, f.before, f.after) for f in fields)
+        if any(needs_subjects("stream", f.field, f.before, f.after) for f in fields):
+            return True
+        if stream.retention != "interest":
+            return False
+        live = {ci["name"]: ci for ci in self.live_consumers.get(stream.name, [])}
+        for c in self._wanted(stream):
+            cinfo = live.get(c.name)
+            if cinfo is None:
+                continue
+            cfields, _ = diff_consumer(c, cinfo.get("config", {}), 1, self.topology, self.server)
+            if any(needs_subjects("consumer", f.field, f.before, f.after) for f in cfields):
+                return True
+        return False
 
     def state(self, name: str) -> StreamState:
         info = self.live_streams[name]
-        consumers = self.live_consumers.get(name, [])
-        state = StreamState.from_info(info, consumers, self.subjects.get(name))
-        if not self.all_consumers_read:
-            # Only some consumers were read: interest retention cannot be judged.
-            state = StreamState(
-                state.messages, state.bytes, state.first_seq, state.first_ts, state.now,
-                state.subjects, None,
-            )  # fmt: skip
+        consumers = self.state_consumers.get(name)
+        state = StreamState.from_info(info, consumers or [], self.subjects.get(name))
+        if consumers is None:
+            # Not every consumer was read: interest retention cannot be judged.
+            state = dataclasses.replace(state, consumers=None)
         return state
 
     def snapshot(self) -> dict[str, str]:
@@ -310,7 +326,9 @@ class _Planner:
         owner = owner_of(live)
         if owner not in (None, topology.name):
             return self._conflict("consumer", stream.name, consumer.name, str(owner))
-        fields, update = diff_consumer(consumer, live, stream_replicas, topology, server)
+        fields, update = diff_consumer(
+            consumer, live, stream_replicas, topology, server, self.state(stream.name)
+        )
         if any(f.effect == "replace" for f in fields):
             note = _consumer_note(info)
             if retention == "interest":

@@ -49,7 +49,7 @@ from bus_runtime.topology.loader import parse_topology
 from bus_runtime.topology.model import CONSUMER_FIELD_TO_API, STREAM_FIELD_TO_API, Topology
 
 from . import probe
-from .probe import UNSET, ConsumerCase, ConsumerSetup, Observation, StreamCase
+from .probe import UNSET, Batch, ConsumerCase, ConsumerSetup, Observation, StreamCase
 
 Case = StreamCase | ConsumerCase
 Version = tuple[int, int, int]
@@ -57,6 +57,51 @@ Version = tuple[int, int, int]
 _STREAM_FIELDS = {v: k for k, v in STREAM_FIELD_TO_API.items()}
 _CONSUMER_FIELDS = {v: k for k, v in CONSUMER_FIELD_TO_API.items()}
 _FILTER_KEYS = ("filter_subject", "filter_subjects")
+
+_ALTERNATING = tuple(Batch("a" if i % 2 == 0 else "b") for i in range(10))
+_INTEREST = {"retention": "interest"}
+
+# Changes the catalog does not have yet, found by the property test
+# (tests/test_reconcile_converge.py): a consumer's filter on an interest stream.
+EXTRA_CASES: tuple[ConsumerCase, ...] = (
+    ConsumerCase(
+        "x-interest-filter-narrow", "filter_subject", "a", stream=_INTEREST,
+        messages=_ALTERNATING, deliver=0, ack=0,
+        label="interest stream: unfiltered -> a (5 on a, 5 on b)",
+    ),
+    ConsumerCase(
+        "x-interest-filter-narrow-acked", "filter_subject", "a", stream=_INTEREST,
+        messages=_ALTERNATING, deliver=4, ack=2,
+        label="interest stream: unfiltered -> a, 2 acked",
+    ),
+    ConsumerCase(
+        "x-interest-filter-narrow-other", "filter_subject", "a", stream=_INTEREST,
+        messages=_ALTERNATING, deliver=0, ack=0,
+        others=(ConsumerSetup("X", {"filter_subject": "b"}),),
+        label="interest stream: unfiltered -> a, consumer X takes b",
+    ),
+    ConsumerCase(
+        "x-interest-filter-change", "filter_subject", "b", before={"filter_subject": "a"},
+        stream=_INTEREST, messages=_ALTERNATING, deliver=0, ack=0,
+        label="interest stream: a -> b",
+    ),
+    ConsumerCase(
+        "x-interest-filter-widen", "filter_subjects", ["a", "b"],
+        before={"filter_subject": "a"}, extra={"filter_subject": UNSET}, stream=_INTEREST,
+        messages=_ALTERNATING, deliver=0, ack=0,
+        label="interest stream: a -> [a, b]",
+    ),
+    ConsumerCase(
+        "x-interest-filter-unset", "filter_subject", UNSET, before={"filter_subject": "a"},
+        stream=_INTEREST, messages=_ALTERNATING, deliver=0, ack=0,
+        label="interest stream: a -> unfiltered",
+    ),
+    ConsumerCase(
+        "x-wq-filter-narrow", "filter_subject", "a", stream={"retention": "workqueue"},
+        messages=_ALTERNATING, deliver=0, ack=0,
+        label="work queue: unfiltered -> a",
+    ),
+)  # fmt: skip
 
 # Cases a topology cannot write; `check_inexpressible` proves each reason.
 INEXPRESSIBLE: dict[str, str] = {
