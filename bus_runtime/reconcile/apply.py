@@ -37,6 +37,7 @@ from .plan import AppliedStep, ApplyResult, Change, Plan, format_value
 from .planner import plan_changes, snapshot_of
 
 DEFAULT_CONCURRENCY = 1
+STORE_NOT_READY = 10049  # "error creating store for stream"
 
 
 async def apply_plan(
@@ -169,7 +170,9 @@ async def _apply_one(api: JetStreamApi, change: Change, server: Version) -> None
     if change.kind == "stream":
         if change.action in ("delete", "replace"):
             await api.call(f"STREAM.DELETE.{s}", missing=STREAM_NOT_FOUND)
-        if change.action in ("create", "replace"):
+        if change.action == "replace":
+            answer = await _create_after_delete(api, s, change.config)
+        elif change.action == "create":
             answer = await api.call(f"STREAM.CREATE.{s}", change.config)
         elif change.action == "update":
             answer = await api.call(f"STREAM.UPDATE.{s}", change.config)
@@ -187,6 +190,22 @@ async def _apply_one(api: JetStreamApi, change: Change, server: Version) -> None
                 f"the server (nats-server {version_text(server)}) did not store what was "
                 f"sent, so a plan would never converge: {'; '.join(missed)}"
             )
+
+
+async def _create_after_delete(
+    api: JetStreamApi, name: str, config: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Create a stream just deleted: the server may still be removing its store and answer
+    10049 ("error creating store for stream") for a moment (seen in the property test);
+    it is asked again until the store is gone, for at most about 3 seconds."""
+    for attempt in range(12):
+        try:
+            return await api.call(f"STREAM.CREATE.{name}", config)
+        except ReconcileError as exc:
+            if exc.err_code != STORE_NOT_READY or attempt == 11:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def stored_differences(
