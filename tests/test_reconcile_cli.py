@@ -158,7 +158,7 @@ def test_server_refusal_is_one_line_with_its_code(
     # disk, the server refuses the create.
     path = tmp_path / "huge.yaml"
     path.write_text(SHOP.replace("max_bytes: 64MiB", "max_bytes: 2TiB"))
-    code, out, err = run(capsys, "apply", "-s", nats_server.url, str(path))
+    code, _, err = run(capsys, "apply", "-s", nats_server.url, str(path))
     assert code == 1
     assert err.count("\n") == 1, err
     assert err.startswith("natstopo apply: error: stream ORDERS: create failed")

@@ -113,8 +113,14 @@ def test_rendering_in_topology_units() -> None:
 def test_saved_plan_round_trip_and_refusals() -> None:
     plan = Plan("shop", None, "2.15.1", snapshot={"stream:ORDERS": "abc"})
     plan.changes.append(
-        Change("stream", "ORDERS", None, "update", [FieldChange("max_age", DAY, 2 * DAY)],
-               config={"name": "ORDERS"})  # fmt: skip
+        Change(
+            "stream",
+            "ORDERS",
+            None,
+            "update",
+            [FieldChange("max_age", DAY, 2 * DAY)],
+            config={"name": "ORDERS"},
+        )
     )
     again = Plan.from_saved(plan.to_saved())
     assert again.to_saved() == plan.to_saved()

@@ -50,7 +50,10 @@ def shop_file(tmp_path: Path) -> Path:
 
 
 def test_saved_plan_is_applied_exactly(
-    nats_server_each: NatsServer, capsys: pytest.CaptureFixture[str], shop_file: Path, tmp_path: Path
+    nats_server_each: NatsServer,
+    capsys: pytest.CaptureFixture[str],
+    shop_file: Path,
+    tmp_path: Path,
 ) -> None:
     url = nats_server_each.url
     saved = tmp_path / "plan.json"
@@ -72,7 +75,10 @@ def test_saved_plan_is_applied_exactly(
 
 
 def test_saved_plan_refused_after_an_out_of_band_edit(
-    nats_server_each: NatsServer, capsys: pytest.CaptureFixture[str], shop_file: Path, tmp_path: Path
+    nats_server_each: NatsServer,
+    capsys: pytest.CaptureFixture[str],
+    shop_file: Path,
+    tmp_path: Path,
 ) -> None:
     url = nats_server_each.url
     assert run(capsys, "apply", "-s", url, str(shop_file))[0] == 0
@@ -130,9 +136,7 @@ def test_saved_plan_with_destructive_steps_needs_the_flag(
     assert on_server(url, lambda nc: stream_config(nc, "ORDERS"))["storage"] == "memory"
 
 
-def test_not_a_saved_plan_is_one_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_not_a_saved_plan_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "plan.json"
     bad.write_text(json.dumps({"natstopo_plan": 99}))
     code, _, err = run(capsys, "apply", "-s", "nats://127.0.0.1:1", str(bad))

@@ -216,7 +216,7 @@ def test_removing_stream_settings_resets_them(
         "max_bytes: 64MiB -> unlimited",
         "max_msgs: 1000 -> -1",
         "compression: s2 -> none",
-        'description: the orders -> -',
+        "description: the orders -> -",
     ):
         assert line in out
     assert run(capsys, "apply", "-s", url, bare)[0] == 0
@@ -252,7 +252,10 @@ def test_unmanaged_overlapping_stream_is_a_plan_error(
     nats_server_each: NatsServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     url = nats_server_each.url
-    on_server(url, lambda nc: api(nc, "STREAM.CREATE.LEGACY", {"name": "LEGACY", "subjects": ["orders.>"]}))
+    on_server(
+        url,
+        lambda nc: api(nc, "STREAM.CREATE.LEGACY", {"name": "LEGACY", "subjects": ["orders.>"]}),
+    )
     path = write(tmp_path, orders())
     code, out, _ = run(capsys, "plan", "-s", url, path)
     assert code == 1
