@@ -84,7 +84,10 @@ async def test_apply_shipped_then_drift_edit_restore(nc_each: Client) -> None:
     lines: list[str] = []
     result = await apply_plan(nc, plan, progress=lines.append)
     assert len(result.steps) == 20
-    assert lines[0].startswith("+ stream TAX_AGENT_JOBS created (")
+    # Streams run side by side (16 at once); each stream still comes before its consumers.
+    assert lines[0].startswith("+ stream TAX_AGENT_")
+    first = {line.split()[2] for line in lines if line.split()[1] == "stream"}
+    assert first == {"TAX_AGENT_JOBS", "TAX_AGENT_EVENTS", "TAX_AGENT_DLQ"}
     assert not (await plan_changes(nc, topology)).has_changes
 
     cfg = await stream_config(nc, "TAX_AGENT_EVENTS")
