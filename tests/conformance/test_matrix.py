@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -37,7 +39,7 @@ from .matrix import (
     check_inexpressible,
     run_case,
 )
-from .probe import CreateObservation, observe_create
+from .probe import CreateObservation, StreamCase, observe_create
 
 pytestmark = [pytest.mark.nats, pytest.mark.conformance]
 
@@ -147,7 +149,50 @@ def _run_all() -> dict[str, tuple[dict[str, Row], dict[str, CreateObservation]]]
 def matrix() -> Iterator[dict[str, tuple[dict[str, Row], dict[str, CreateObservation]]]]:
     if len(ALL_SERVERS) < 4:
         pytest.fail("the conformance matrix needs at least 4 server versions: run `make servers`")
-    yield _run_all()
+    results = _run_all()
+    out = os.environ.get("NATSTOPO_MATRIX_TABLE")
+    if out:
+        Path(out).write_text(rules_table(results))
+    yield results
+
+
+Results = dict[str, tuple[dict[str, Row], dict[str, CreateObservation]]]
+_WORDS = {
+    "in_place": "in place",
+    "none": "in place",
+    "destructive": "destructive",
+    "replace": "replace",
+    "invalid": "refused by the loader",
+    "error": "plan error",
+}
+
+
+def rules_table(results: Results) -> str:
+    """Field x version: natstopo's verdicts, each one the server's (markdown).
+
+    `NATSTOPO_MATRIX_TABLE=FILE pytest tests/conformance` writes it; docs/reconciler.md
+    holds a copy.
+    """
+    versions = sorted(results, key=lambda v: tuple(int(x) for x in v.split(".")))
+    every = [*SINGLE, *CLUSTER]
+    labels = {c.name: (c.label or c.name) for c in every}
+    fields: dict[tuple[str, str], list[str]] = {}
+    for c in every:
+        kind = "stream" if isinstance(c, StreamCase) else "consumer"
+        fields.setdefault((kind, c.field), []).append(c.name)
+    lines = ["| field | " + " | ".join(versions) + " |", "|---|" + "---|" * len(versions)]
+    for (kind, fld), names in fields.items():
+        cells = []
+        for v in versions:
+            rows = [results[v][0][n] for n in names if n in results[v][0]]
+            parts = [
+                f"{labels[r.case]}: {_WORDS.get(r.verdict, r.verdict)}"
+                for r in rows
+                if r.verdict not in ("in_place", "none") and r.truth != "n/a"
+            ]
+            cells.append("; ".join(parts).replace("|", "/") or "in place")
+        lines.append(f"| {kind} `{fld}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 CASE_IDS = [c.name for c in [*SINGLE, *CLUSTER]]
