@@ -666,6 +666,7 @@ class Api:
 
         Raises:
             ApiRefusal: The stream refused the message (its PubAck error).
+            NoRespondersError: No stream takes the subject.
         """
         msg = await self.nc.request(subject, payload, timeout=self.timeout)
         data: JsonDict = json.loads(msg.data) if msg.data else {}

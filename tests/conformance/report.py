@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--versions", nargs="*", help="version prefixes (2.10, 2.15.1); default all")
     ap.add_argument("--only", help="only cases whose name contains this")
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node cluster cases")
-    ap.add_argument("--concurrency", type=int, default=4, help="cases at once per server")
+    ap.add_argument("--concurrency", type=int, default=6, help="cases at once per server")
     args = ap.parse_args(argv)
 
     binaries = available_servers()
