@@ -218,9 +218,19 @@ def verdict(o: Observation, case: ChangeCase | None = None) -> str:
     return ", ".join(parts) + kept
 
 
+def _deferred_loss(o: Observation) -> bool:
+    """Fewer messages after the follow-up publish, or after the restart, than before it."""
+    after_publish = o.messages_after_publish
+    if after_publish is not None and after_publish < o.messages_after:
+        return True
+    settled = after_publish if after_publish is not None else o.messages_after
+    return o.messages_after_restart is not None and o.messages_after_restart < settled
+
+
 def _clean(o: Observation) -> bool:
     return bool(
-        o.created
+        not _deferred_loss(o)
+        and o.created
         and o.accepted
         and not o.probe_error
         and not o.lost
