@@ -977,6 +977,45 @@ def _consumer_cases() -> list[ConsumerCase]:
             label="filter_subject a + filter_subjects [b] together",
         ),
     ]
+    interest = {"retention": "interest"}
+    cases += [
+        ConsumerCase(
+            "interest-filter-narrow",
+            fss,
+            ["a"],
+            before={fss: ["a", "b"]},
+            stream=interest,
+            messages=ALTERNATING,
+            label="interest stream, only consumer: [a, b] -> [a] (acked 2 of 4)",
+        ),
+        ConsumerCase(
+            "interest-filter-set",
+            fs,
+            "a",
+            stream=interest,
+            messages=ALTERNATING,
+            label="interest stream, only consumer: none -> a (acked 2 of 4)",
+        ),
+        ConsumerCase(
+            "interest-filter-change",
+            fs,
+            "b",
+            before={fs: "a"},
+            stream=interest,
+            messages=ALTERNATING,
+            label="interest stream, only consumer: a -> b (acked 2 of 4 on a)",
+        ),
+        ConsumerCase(
+            "interest-filter-narrow-other",
+            fss,
+            ["a"],
+            before={fss: ["a", "b"]},
+            stream=interest,
+            messages=ALTERNATING,
+            others=(ConsumerSetup("O", {"filter_subject": "b"}),),
+            label="interest stream, [a, b] -> [a] while consumer O reads b",
+        ),
+    ]
     wq = {"retention": "workqueue"}
     cases += [
         ConsumerCase(
@@ -1065,7 +1104,7 @@ _STREAM_FOLLOW_UPS: Final[dict[str, dict[str, Any]]] = {
     "max_msgs_per_subject-lower-below-discard-new": {"publish_after": ONE_MORE},
     "max_msgs-lower-below-discard-new": {"publish_after": ONE_MORE, "restart": True},
     "max_bytes-lower-below-discard-new": {"publish_after": ONE_MORE, "restart": True},
-    "max_msg_size-lower-below": {"publish_after": ONE_MORE},
+    "max_msg_size-lower-below": {"publish_after": (Batch("a", 1, size=100),)},
     "retention-limits-interest-none": {"publish_after": ONE_MORE, "restart": True},
     "retention-limits-interest-filtered-none": {"publish_after": (Batch("b", 1),)},
     "replicas-1-3-single": {"publish_after": ONE_MORE, "restart": True},

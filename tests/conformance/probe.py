@@ -666,6 +666,7 @@ class Api:
 
         Raises:
             ApiRefusal: The stream refused the message (its PubAck error).
+            NoRespondersError: No stream takes the subject.
         """
         msg = await self.nc.request(subject, payload, timeout=self.timeout)
         data: JsonDict = json.loads(msg.data) if msg.data else {}
@@ -911,7 +912,41 @@ async def _setup_stream(
     for c in consumers:
         await _consume(api, name, c.name, c.fetch, c.ack)
     obs.published_sequences = seqs
+    if cluster or any(c.ack for c in consumers):
+        # Acks remove messages of interest and work-queue streams a moment later (and a
+        # cluster replicates them): the *before* state is the settled one.
+        await _settle(api, name, 0.0, cluster)
+        if cluster:
+            await _consumers_ready(api, name, [c.name for c in consumers])
     return True
+
+
+def _consumer_ready(info: Mapping[str, Any]) -> bool:
+    cl = info.get("cluster")
+    if not isinstance(cl, dict):
+        return True
+    reps = cl.get("replicas") or []
+    return bool(cl.get("leader")) and all(r.get("current") for r in reps)
+
+
+async def _consumers_ready(api: Api, stream: str, names: Sequence[str]) -> None:
+    """Wait until each consumer has a leader, current replicas and a stable position.
+
+    Right after a consumer's replicas change, CONSUMER.INFO can answer from a consumer
+    without a leader; its position then is not the consumer's.
+    """
+    for n in names:
+        last: ConsumerPosition | None = None
+        for _ in range(100):  # up to about 15 s
+            try:
+                info = await api.consumer_info(stream, n)
+            except ApiRefusal:
+                break
+            pos = ConsumerPosition.from_info(info)
+            if _consumer_ready(info) and pos == last:
+                break
+            last = pos if _consumer_ready(info) else None
+            await asyncio.sleep(0.15)
 
 
 # --------------------------------------------------------------------------- observe
@@ -987,6 +1022,8 @@ async def _observe_stream_update(
     obs.messages_after = _state_key(after)[0]
     still = await api.present(name, obs.sequences_before)
     obs.lost_sequences = sorted(set(obs.sequences_before) - set(still))
+    if case.cluster:
+        await _consumers_ready(api, name, consumers)
     obs.positions_after = await _positions(api, name, consumers)
 
 
@@ -1068,6 +1105,8 @@ async def _observe_consumer_update(
     obs.messages_after = _state_key(after)[0]
     still = await api.present(name, obs.sequences_before)
     obs.lost_sequences = sorted(set(obs.sequences_before) - set(still))
+    if case.cluster:
+        await _consumers_ready(api, name, names)
     with contextlib.suppress(ApiRefusal):
         cafter = await api.consumer_info(name, "C")
         obs.config_after = cafter["config"]

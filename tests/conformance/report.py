@@ -218,9 +218,19 @@ def verdict(o: Observation, case: ChangeCase | None = None) -> str:
     return ", ".join(parts) + kept
 
 
+def _deferred_loss(o: Observation) -> bool:
+    """Fewer messages after the follow-up publish, or after the restart, than before it."""
+    after_publish = o.messages_after_publish
+    if after_publish is not None and after_publish < o.messages_after:
+        return True
+    settled = after_publish if after_publish is not None else o.messages_after
+    return o.messages_after_restart is not None and o.messages_after_restart < settled
+
+
 def _clean(o: Observation) -> bool:
     return bool(
-        o.created
+        not _deferred_loss(o)
+        and o.created
         and o.accepted
         and not o.probe_error
         and not o.lost
@@ -326,33 +336,38 @@ def run_version(
     cluster_changes: Sequence[ChangeCase],
     concurrency: int,
 ) -> tuple[list[Observation], list[CreateObservation]]:
-    """All cases on one version: single-server ones, then the cluster ones."""
+    """All cases on one version, then the cluster ones.
+
+    The cases that restart the server run one after the other on a second server of
+    the same version, beside the others.
+    """
     tag = binary.version_str
-    obs: list[Observation] = []
-    made: list[CreateObservation] = []
     together = [c for c in changes if not c.restart]
     alone = [c for c in changes if c.restart]
-    with running_server(binary) as server:
+    obs: list[Observation] = []
+    made: list[CreateObservation] = []
+    with running_server(binary) as server, running_server(binary, name="restarts") as spare:
 
         async def restart() -> None:
-            await asyncio.to_thread(server.restart)
+            await asyncio.to_thread(spare.restart)
 
-        async def observe_alone(case: ChangeCase) -> Observation:
-            start = time.monotonic()
-            if isinstance(case, StreamCase):
-                o = await observe_stream_change(server.url, case, restart=restart)
-            else:
-                o = await observe_consumer_change(server.url, case, restart=restart)
-            _log(
-                f"[{tag}] restart case {case.name}: {verdict(o, case)} "
-                f"({time.monotonic() - start:.1f}s)"
-            )
-            return o
+        async def observe_alone() -> list[Observation]:
+            out = []
+            for case in alone:
+                start = time.monotonic()
+                if isinstance(case, StreamCase):
+                    o = await observe_stream_change(spare.url, case, restart=restart)
+                else:
+                    o = await observe_consumer_change(spare.url, case, restart=restart)
+                _log(
+                    f"[{tag} restarts] {case.name}: {verdict(o, case)} "
+                    f"({time.monotonic() - start:.1f}s)"
+                )
+                out.append(o)
+            return out
 
-        for case in alone:
-            obs.append(asyncio.run(observe_alone(case)))
-        obs += asyncio.run(
-            _run_all(
+        async def observe_together() -> tuple[list[Observation], list[CreateObservation]]:
+            changed = await _run_all(
                 server.url,
                 _slow_first(together),
                 _observe,
@@ -361,9 +376,7 @@ def run_version(
                 tag,
                 concurrency,
             )
-        )
-        made += asyncio.run(
-            _run_all(
+            created = await _run_all(
                 server.url,
                 list(creates),
                 observe_create,
@@ -372,7 +385,16 @@ def run_version(
                 tag,
                 concurrency,
             )
-        )
+            return changed, created
+
+        async def both() -> None:
+            (changed, created), restarted = await asyncio.gather(
+                observe_together(), observe_alone()
+            )
+            obs.extend([*changed, *restarted])
+            made.extend(created)
+
+        asyncio.run(both())
     if cluster_changes:
         with running_cluster(binary) as cluster:
             obs += asyncio.run(
@@ -495,7 +517,9 @@ def render(
         for name, co in made[v].items():
             if co.error is not None:
                 seen.setdefault((name, co.error.err_code, co.error.description), []).append(v)
-    rows = [[f"`{n}`", str(code), desc, ", ".join(vs)] for (n, code, desc), vs in seen.items()]
+    order = {c.name: i for i, c in enumerate([*cases, *creates])}
+    ranked = sorted(seen.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0]))
+    rows = [[f"`{n}`", str(code), desc, ", ".join(vs)] for (n, code, desc), vs in ranked]
     lines += _table(["case", "err_code", "description", "versions"], rows)
     return "\n".join(lines) + "\n"
 
@@ -510,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--versions", nargs="*", help="version prefixes (2.10, 2.15.1); default all")
     ap.add_argument("--only", help="only cases whose name contains this")
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node cluster cases")
-    ap.add_argument("--concurrency", type=int, default=4, help="cases at once per server")
+    ap.add_argument("--concurrency", type=int, default=6, help="cases at once per server")
     args = ap.parse_args(argv)
 
     binaries = available_servers()
