@@ -38,8 +38,8 @@ from .planner import plan_changes, snapshot_of
 
 # Streams (each with its consumers) applied at once. Measured (benchmarks/reconcile_bench.py,
 # 200 streams / 400 consumers, nats-server 2.15.1, 2 cores): R3 on a 3-node cluster takes
-# 42.6 s at 1, 7.0 s at 8, 5.8 s at 16 and 5.8 s at 32; R1 on one server 0.87 s at 1 and
-# 0.35-0.37 s at 16-32. 16 is where more stops helping.
+# 42.6 s at 1, 7.0 s at 8, 5.8 s at 16 and 5.8 s at 32; R1 on one server 0.61 s at 1 and
+# 0.40-0.49 s from 4 up (noise). 16 is where more stops helping.
 DEFAULT_CONCURRENCY = 16
 STORE_NOT_READY = 10049  # "error creating store for stream"
 
