@@ -192,3 +192,11 @@ def test_import_naming() -> None:
 
 def test_shop_is_valid() -> None:
     assert topology_from_text(SHOP).stream("ORDERS").max_bytes == 64 * 1024**2
+
+
+def test_memory_consumers_are_warned_about() -> None:
+    topology = topology_from_text(
+        SHOP.replace("        max_deliver: 5\n", "        max_deliver: 5\n        mem_storage: true\n")
+    )
+    (w,) = [w for w in topology.warnings if w.path.endswith("mem_storage")]
+    assert "a restart of its server loses the consumer" in w.message

@@ -122,6 +122,13 @@ class ConsumerChecks(ReferenceChecks):
                 self._where(cs.get("deliver_policy"), cpath),
                 "deliver_policy last_per_subject needs topics (a filter) (server error 10094)",
             )
+        if v["mem_storage"] is True:
+            self.warn(
+                self._where(cs.get("mem_storage"), cpath),
+                f"consumer `{cname}` keeps its state in memory (mem_storage: true): a restart "
+                "of its server loses the consumer (measured on 2.10 to 2.15), and apply "
+                "recreates it from its deliver_policy, delivering messages again",
+            )
         svc = str(c["service"]) if isinstance(c.get("service"), str) else ""
         line, col = self.locs.of_key(cpath)
         kwargs = {k: v[k] for k in CONSUMER_FIELD_TO_API}
