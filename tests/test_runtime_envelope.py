@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -42,9 +43,13 @@ def test_event_ids_are_ulids_in_time_order() -> None:
 
 
 def test_occurred_at_is_rfc3339_utc_with_milliseconds() -> None:
+    before = time.time()
     stamp = now_rfc3339()
+    after = time.time()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
-    assert stamp[:16] == time.strftime("%Y-%m-%dT%H:%M", time.gmtime())[:16] or True
+    parsed = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    # The clock's time now, in UTC, to the millisecond (truncated: up to 1 ms early).
+    assert before - 0.001 <= parsed.timestamp() <= after
 
 
 def test_envelope_round_trip_and_field_order() -> None:
