@@ -127,10 +127,10 @@ def test_saved_plan_round_trip_and_refusals() -> None:
     assert again.changes[0].config == {"name": "ORDERS"}
     with pytest.raises(ValueError, match="not a saved natstopo plan"):
         Plan.from_saved({"version": 1})
-    broken = plan.to_saved()
-    del broken["snapshot"]
-    with pytest.raises(ValueError, match="without its 'snapshot'"):
-        Plan.from_saved(broken)
+    edited = plan.to_saved()
+    edited["changes"][0]["config"]["max_age"] = 1
+    with pytest.raises(ValueError, match="edited since"):
+        Plan.from_saved(edited)
 
 
 def test_connect_options_from_env_and_flags() -> None:
@@ -196,7 +196,9 @@ def test_shop_is_valid() -> None:
 
 def test_memory_consumers_are_warned_about() -> None:
     topology = topology_from_text(
-        SHOP.replace("        max_deliver: 5\n", "        max_deliver: 5\n        mem_storage: true\n")
+        SHOP.replace(
+            "        max_deliver: 5\n", "        max_deliver: 5\n        mem_storage: true\n"
+        )
     )
     (w,) = [w for w in topology.warnings if w.path.endswith("mem_storage")]
     assert "a restart of its server loses the consumer" in w.message

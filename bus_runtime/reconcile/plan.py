@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -66,8 +67,22 @@ class FieldChange:
     reason: str = ""
 
     def render(self) -> str:
-        """`max_age: 7d -> 1d (destructive: deletes messages older than 1d)`."""
+        """`max_age: 7d -> 1d (destructive: deletes messages older than 1d)`; long subject
+        lists as what goes and what comes (`subjects: -[a.x] +[a.y]`)."""
         text = f"{self.field}: {format_value(self.field, self.before)} -> {format_value(self.field, self.after)}"
+        long_lists = (
+            self.field in ("subjects", "filter_subjects")
+            and isinstance(self.before, list)
+            and isinstance(self.after, list)
+            and len(set(self.before) | set(self.after)) > 4
+        )
+        if long_lists:
+            gone = [x for x in self.before if x not in self.after]
+            new = [x for x in self.after if x not in self.before]
+            parts = ([f"-{format_value(self.field, gone)}"] if gone else []) + (
+                [f"+{format_value(self.field, new)}"] if new else []
+            )
+            text = f"{self.field}: {' '.join(parts)}"
         if self.effect != "in_place":
             text += f" ({self.effect}: {self.reason})" if self.reason else f" ({self.effect})"
         elif self.reason:
@@ -310,7 +325,7 @@ class Plan:
     def to_saved(self) -> dict[str, Any]:
         """The plan as `natstopo plan -o` writes it: every change with the config apply
         sends, and the fingerprints of what the server held (`snapshot`)."""
-        return {
+        body = {
             "natstopo_plan": SAVED_PLAN_FORMAT,
             "topology": self.topology,
             "environment": self.environment,
@@ -319,6 +334,7 @@ class Plan:
             "snapshot": dict(sorted(self.snapshot.items())),
             "changes": [c.to_dict(config=True) for c in self.changes],
         }
+        return {**body, "digest": _digest(body)}
 
     @classmethod
     def from_saved(cls, data: Any) -> Plan:
@@ -332,6 +348,12 @@ class Plan:
                 f"not a saved natstopo plan (format {SAVED_PLAN_FORMAT}); write one with "
                 "`natstopo plan -o FILE`"
             )
+        body = {k: v for k, v in data.items() if k != "digest"}
+        if data.get("digest") != _digest(body):
+            raise ValueError(
+                "the saved plan was edited since `natstopo plan -o` wrote it (its digest does "
+                "not match); plan again"
+            )
         try:
             return cls(
                 topology=data["topology"],
@@ -343,6 +365,11 @@ class Plan:
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"a saved plan without its {exc} (edited by hand?)") from exc
+
+
+def _digest(body: dict[str, Any]) -> str:
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
