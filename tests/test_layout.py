@@ -107,7 +107,8 @@ ALLOWED = {
     "jetstream": {"jetstream", "topology"},
     "reconcile": {"reconcile", "jetstream", "topology"},
     "bus": {"bus", "jetstream", "topology", "reconcile"},
-    "cli": {"cli", "bus", "jetstream", "topology", "reconcile"},
+    "review": {"review", "jetstream", "topology", "reconcile"},
+    "cli": {"cli", "bus", "jetstream", "topology", "reconcile", "review"},
     "contrib": {"contrib", "bus"},
 }
 

@@ -17,9 +17,10 @@ from .._errors import BusError
 from .common import EXIT_ERROR, Parser
 
 # Every command module, in the order `natstopo --help` lists them.
-COMMAND_MODULES = ("validate", "reconcile", "dlq")
+COMMAND_MODULES = ("validate", "diff", "reconcile", "dlq")
 _MODULE_OF = {
     "validate": "validate",
+    "diff": "diff",
     "plan": "reconcile",
     "apply": "reconcile",
     "drift": "reconcile",

@@ -78,6 +78,10 @@ class Locations:
                 return None
         return _mark(node) if node is not None else None
 
+    def find_key(self, path: Path) -> tuple[int, int] | None:
+        """The key's place when `path` exists in the file, else None (no fallback)."""
+        return self._find(tuple(path), True) if path else None
+
     def of_value(self, path: Path) -> tuple[int, int]:
         """The value's place; falls back to the nearest enclosing place that is known."""
         p = tuple(path)
