@@ -39,6 +39,13 @@ class TopologyError(BusError):
         where = f"{self.path}: " if self.path else ""
         return f"{self.file}:{self.line}:{self.column}: {self.severity}: {where}{self.message}"
 
+    def __reduce__(self) -> tuple[type[TopologyError], tuple[str, int, int, str, str, str]]:
+        # An exception pickles through its args, which a dataclass does not set.
+        return (
+            type(self),
+            (self.file, self.line, self.column, self.path, self.message, self.severity),
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "file": self.file,

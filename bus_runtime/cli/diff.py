@@ -7,14 +7,19 @@ validate's errors, at `REF:path:line:col` for a version read from git).
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import sys
 from contextlib import ExitStack
+from pathlib import Path
 
 from .._errors import TopologyError
 from ..review.diff import DEFAULT_FAIL_ON, LEVELS, parse_version, review, settings_locator
 from ..review.diff_render import render_github, render_json, render_markdown, render_text
 from ..review.sources import open_source
 from ..topology.loader import load_every_environment
+from ..topology.model import Topology
+from ..topology.yaml_source import Locations
 from .common import EXIT_CHANGES, EXIT_ERROR, EXIT_OK
 
 
@@ -28,6 +33,41 @@ def _fail_on(text: str) -> tuple[str, ...]:
             f"unknown level {bad[0]!r}: use a comma-separated list of {', '.join(LEVELS)}, or none"
         )
     return levels
+
+
+# Below this size both versions load faster one after the other than with a second process.
+_PARALLEL_FROM_BYTES = 256 * 1024
+
+Loaded = tuple[dict[str | None, Topology], list[TopologyError]]
+
+
+def _load_both(first: Path, second: Path, places: list[Locations]) -> tuple[Loaded, Loaded]:
+    """Both versions' models (and `second`'s key places); the first in a forked child when
+    the files are large (each version is a full load of every environment, and the machine
+    has more than one core)."""
+    big = first.stat().st_size + second.stat().st_size >= _PARALLEL_FROM_BYTES
+    if not big or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        return load_every_environment(first), load_every_environment(second, places)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: load, send, leave without running the parent's cleanup
+        os.close(read_end)
+        code = 0
+        try:
+            with os.fdopen(write_end, "wb") as out:
+                pickle.dump(load_every_environment(first), out, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    second_loaded = load_every_environment(second, places)
+    with os.fdopen(read_end, "rb") as inp:
+        data = inp.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not data:
+        return load_every_environment(first), second_loaded  # the child failed: do it here
+    first_loaded: Loaded = pickle.loads(data)
+    return first_loaded, second_loaded
 
 
 def _relabel(error: TopologyError, tmp: str, label: str) -> str:
@@ -47,15 +87,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
         sources = [stack.enter_context(open_source(spec)) for spec in (args.base, args.head)]
         models = []
         failed = False
-        for src in sources:
-            loaded, errors = load_every_environment(src.path)
+        places: list[Locations] = []
+        both = _load_both(sources[0].path, sources[1].path, places)
+        for src, (loaded, errors) in zip(sources, both, strict=True):
             for e in errors:
-                print(
-                    _relabel(
-                        e, str(src.path), src.label if src.label != src.display else src.display
-                    ),
-                    file=sys.stderr,
-                )
+                print(_relabel(e, str(src.path), src.label), file=sys.stderr)
             failed = failed or bool(errors)
             models.append(loaded)
         if failed:
@@ -82,9 +118,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             environments=envs,
             server_version=version,
             fail_on=args.fail_on,
-            locate=settings_locator(
-                sources[1].path.read_text(encoding="utf-8"), sources[1].display
-            ),
+            locate=settings_locator(places[0], sources[1].display) if places else None,
         )
         if args.format == "json":
             print(render_json(result))

@@ -32,6 +32,7 @@ from ..topology.model import (
     Topic,
     Topology,
 )
+from ..topology.yaml_source import Locations
 from .schema_compat import SchemaDelta, compare_schemas, deploy_order
 
 FORMAT = "natstopo.diff/v1"
@@ -393,14 +394,16 @@ def _consumer_changes(
     base: Topology, head: Topology, env: str | None, version: tuple[int, int, int]
 ) -> list[ReviewChange]:
     out: list[ReviewChange] = []
+    old_streams = {s.name: s for s in base.streams}
     replaced = {
         s.name
         for s in head.streams
-        for o in base.streams
-        if o.name == s.name
+        if s.name in old_streams
         and any(
             f.effect == "replace"
-            for f in _setting_deltas("stream", o.settings(), s.settings(), version)
+            for f in _setting_deltas(
+                "stream", old_streams[s.name].settings(), s.settings(), version
+            )
         )
     }
     old = {(c.stream, c.name): c for c in base.consumers}
@@ -472,24 +475,32 @@ def _parent_location(topology: Topology, stream: str) -> Location | None:
 # --------------------------------------------------------------------------- contract
 
 
-def _readers(topology: Topology, topic: str) -> list[str]:
-    return sorted({c.service for c in topology.consumers if topic in _consumer_topics(topology, c)})
-
-
 def _consumer_topics(topology: Topology, c: Consumer) -> tuple[str, ...]:
     if c.topics:
         return c.topics
     return tuple(t.name for t in topology.stream(c.stream).topics)
 
 
+def _readers_index(topology: Topology) -> dict[str, list[str]]:
+    """Topic -> the services that consume it, for the whole topology at once."""
+    out: dict[str, set[str]] = {}
+    for s in topology.streams:
+        every = tuple(t.name for t in s.topics)
+        for c in s.consumers:
+            for name in c.topics or every:
+                out.setdefault(name, set()).add(c.service)
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def _contract_changes(base: Topology, head: Topology) -> list[ReviewChange]:
     out: list[ReviewChange] = []
+    readers = (_readers_index(base), _readers_index(head))
     old_topics = {t.name: t for t in base.topics}
     new_topics = {t.name: t for t in head.topics}
     by_subject = {t.subject: t for t in head.topics}
     for name in sorted(set(old_topics) - set(new_topics)):
         t = old_topics[name]
-        users = sorted(set(t.publishers) | set(_readers(base, name)))
+        users = sorted(set(t.publishers) | set(readers[0].get(name, ())))
         renamed = by_subject.get(t.subject)
         reasons = [
             f"topic `{name}` is removed" + (f" (renamed to `{renamed.name}`?)" if renamed else "")
@@ -515,7 +526,10 @@ def _contract_changes(base: Topology, head: Topology) -> list[ReviewChange]:
             ReviewChange("topic", name, "create", contract="compatible", location=t.location)
         )
     for name in [t.name for t in head.topics if t.name in old_topics]:
-        out += _topic_changes(base, head, old_topics[name], new_topics[name])
+        a, b = old_topics[name], new_topics[name]
+        if a == b and a.schema_digest == b.schema_digest:
+            continue
+        out += _topic_changes(a, b, readers)
     out += _consumer_contract(base, head)
     out += _permission_changes(base, head)
     old_services = {s.name for s in base.services}
@@ -542,9 +556,11 @@ def _contract_changes(base: Topology, head: Topology) -> list[ReviewChange]:
     return out
 
 
-def _topic_changes(base: Topology, head: Topology, a: Topic, b: Topic) -> list[ReviewChange]:
+def _topic_changes(
+    a: Topic, b: Topic, readers_of: tuple[dict[str, list[str]], dict[str, list[str]]]
+) -> list[ReviewChange]:
     out: list[ReviewChange] = []
-    readers = sorted(set(_readers(base, a.name)) | set(_readers(head, b.name)))
+    readers = sorted(set(readers_of[0].get(a.name, ())) | set(readers_of[1].get(b.name, ())))
     writers = sorted(set(a.publishers) | set(b.publishers))
     if a.subject != b.subject or a.stream != b.stream:
         fields = [FieldDelta("subject", a.subject, b.subject)] if a.subject != b.subject else []
@@ -788,12 +804,9 @@ def _point_at_setting(change: ReviewChange, locate: Locator) -> None:
             return
 
 
-def settings_locator(text: str, file: str) -> Locator:
-    """A `Locator` over HEAD's text: the highest layer that sets the field wins
+def settings_locator(locs: Locations, file: str) -> Locator:
+    """A `Locator` over HEAD's key places: the highest layer that sets the field wins
     (environment override, the asset's own field, environment defaults, defaults)."""
-    from ..topology.yaml_source import load_yaml
-
-    _data, locs, _errors = load_yaml(text, file)
 
     def locate(
         kind: str, stream: str, consumer: str | None, env: str | None, fld: str

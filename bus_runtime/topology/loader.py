@@ -21,7 +21,7 @@ from .._errors import TopologyError, TopologyValidationError
 from .checks import TopologyChecker
 from .model import Topology
 from .schema import topology_schema
-from .yaml_source import load_yaml
+from .yaml_source import Locations, load_yaml
 
 DEFAULT_TOPOLOGY = "topology/topology.yaml"
 TOPOLOGY_ENV_VAR = "BUS_TOPOLOGY"
@@ -99,12 +99,13 @@ def parse_topology(
 
 
 def load_every_environment(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], places: list[Locations] | None = None
 ) -> tuple[dict[str | None, Topology], list[TopologyError]]:
     """The base model (key None) and one model per declared environment, from one parse.
 
     What `natstopo diff` compares: the YAML, the schema check and the references are done
     once; only the effective settings are built per environment. Empty when invalid.
+    `places`, when given, receives the file's key places (where each setting is written).
     """
     file = str(path)
     try:
@@ -115,7 +116,7 @@ def load_every_environment(
         return {}, [TopologyError(file, 0, 0, "", f"cannot read the file: {exc}")]
     models: dict[str | None, Topology] = {}
     with _gc_paused():
-        _, errors = _parse(text, file, Path(file).parent, None, True, models)
+        _, errors = _parse(text, file, Path(file).parent, None, True, models, places)
     return ({} if errors else models), errors
 
 
@@ -143,8 +144,11 @@ def _parse(
     environment: str | None,
     all_environments: bool,
     models: dict[str | None, Topology] | None,
+    places: list[Locations] | None = None,
 ) -> tuple[Topology | None, list[TopologyError]]:
     data, locs, errors = load_yaml(text, file)
+    if places is not None:
+        places.append(locs)
     if errors and data is None:
         # Syntax errors stop here; duplicate keys are reported with everything else.
         return None, errors

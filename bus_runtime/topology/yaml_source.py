@@ -48,6 +48,8 @@ class Locations:
     file: str
     root: yaml.Node | None = None
     _index: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = field(default_factory=dict)
+    # of_key's answers: every environment's build asks for the same places again.
+    _key_places: dict[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict)
 
     def _children(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """Key -> (key node, value node) of one mapping, indexed on first use."""
@@ -96,6 +98,14 @@ class Locations:
     def of_key(self, path: Path) -> tuple[int, int]:
         """The key's place (for unknown or misspelt keys); falls back to the value's."""
         p = tuple(path)
+        known = self._key_places.get(p)
+        if known is not None:
+            return known
+        place = self._of_key(p)
+        self._key_places[p] = place
+        return place
+
+    def _of_key(self, p: tuple[str | int, ...]) -> tuple[int, int]:
         if p:
             found = self._find(p, True)
             if found is not None:
