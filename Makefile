@@ -9,7 +9,7 @@ EXTRA_SERVER_VERSIONS ?= 2.10.26 2.11.11 2.12.8 2.14.6
 ENV ?= local
 TOPOLOGY ?= topology/topology.yaml
 
-.PHONY: setup servers pulumi-engine local test test-fast lint typecheck bench clean constraints
+.PHONY: setup servers pulumi-engine kube-test-cluster local test test-fast lint typecheck bench clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ servers: | $(BIN)/python
 # warm: a second). See tools/pulumi-engine/README.md.
 pulumi-engine:
 	bash tools/pulumi-engine/build.sh
+
+# kube-apiserver and etcd for the API-server tests (marker `kube`), built from Go modules into
+# $(NATSTOPO_CACHE)/kube-test-cluster (cold: minutes on 2 cores; warm: a second).
+# See tools/kube-test-cluster/README.md.
+kube-test-cluster:
+	bash tools/kube-test-cluster/build.sh
 
 # The main job on the embedded local default: validate the topology, start a local JetStream
 # server (store under $(NATSTOPO_CACHE)/local), apply the topology to it, check drift, stop.
