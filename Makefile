@@ -57,7 +57,7 @@ local: setup
 	$(BIN)/python tools/local_up.py $(TOPOLOGY) --env $(ENV) $(if $(KEEP),--keep) \
 	  $(if $(ALLOW_DESTRUCTIVE),--allow-destructive)
 
-test: setup pulumi-engine lint typecheck
+test: setup pulumi-engine kube-test-cluster lint typecheck
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed

@@ -41,16 +41,28 @@ def hundred_changes(text: str, streams: int) -> str:
     """25 lowered limits, 25 raised, 25 new topics, 25 consumers with a changed max_deliver."""
     step = max(1, streams // 25)
     for i in range(0, 25 * step, step):
-        text = text.replace(f"  S{i}:\n    subject_prefix: p{i}\n    retention: interest\n    max_bytes: 1GiB",
-                            f"  S{i}:\n    subject_prefix: p{i}\n    retention: interest\n    max_bytes: 512MiB", 1)
+        text = text.replace(
+            f"  S{i}:\n    subject_prefix: p{i}\n    retention: interest\n    max_bytes: 1GiB",
+            f"  S{i}:\n    subject_prefix: p{i}\n    retention: interest\n    max_bytes: 512MiB",
+            1,
+        )
         j = i + 1
-        text = text.replace(f"  S{j}:\n    subject_prefix: p{j}\n    retention: workqueue\n    max_bytes: 1GiB",
-                            f"  S{j}:\n    subject_prefix: p{j}\n    retention: workqueue\n    max_bytes: 2GiB", 1)
-        text = text.replace(f"    topics:\n      s{i}.t0.created:",
-                            f"    topics:\n      s{i}.extra.created:\n        publishers: [svc-1]\n"
-                            f"      s{i}.t0.created:", 1)
-        text = text.replace(f"      s{j}-c0:\n        service: svc-{(j + 1) % 50}\n",
-                            f"      s{j}-c0:\n        service: svc-{(j + 1) % 50}\n        max_deliver: 5\n", 1)
+        text = text.replace(
+            f"  S{j}:\n    subject_prefix: p{j}\n    retention: workqueue\n    max_bytes: 1GiB",
+            f"  S{j}:\n    subject_prefix: p{j}\n    retention: workqueue\n    max_bytes: 2GiB",
+            1,
+        )
+        text = text.replace(
+            f"    topics:\n      s{i}.t0.created:",
+            f"    topics:\n      s{i}.extra.created:\n        publishers: [svc-1]\n"
+            f"      s{i}.t0.created:",
+            1,
+        )
+        text = text.replace(
+            f"      s{j}-c0:\n        service: svc-{(j + 1) % 50}\n",
+            f"      s{j}-c0:\n        service: svc-{(j + 1) % 50}\n        max_deliver: 5\n",
+            1,
+        )
     return text
 
 
@@ -74,15 +86,22 @@ def main() -> int:
         base, head = Path(tmp) / "base.yaml", Path(tmp) / "head.yaml"
         base.write_text(base_text)
         head.write_text(head_text)
-        out = subprocess.run([*natstopo, "diff", str(base), str(head), "--format", "json"],
-                             capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [*natstopo, "diff", str(base), str(head), "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         summary = json.loads(out.stdout)["summary"] if out.stdout.startswith("{") else {}
         if not summary:
             print(out.stderr, file=sys.stderr)
             return 1
-        print(f"{len(base_text.splitlines())} lines per file; {summary['changes']} changes reported "
-              f"({summary['destructive']} destructive, {summary['safe']} safe, "
-              f"{summary['compatible']} compatible)", flush=True)
+        print(
+            f"{len(base_text.splitlines())} lines per file; {summary['changes']} changes reported "
+            f"({summary['destructive']} destructive, {summary['safe']} safe, "
+            f"{summary['compatible']} compatible)",
+            flush=True,
+        )
         diffs, validates = [], []
         for run in range(args.runs):
             seconds, code = wall([*natstopo, "diff", str(base), str(head)])
@@ -91,13 +110,17 @@ def main() -> int:
             seconds, code = wall([*natstopo, "validate", str(head)])
             validates.append(seconds)
             print(f"run {run + 1}: validate {seconds:.2f} s (exit {code})", flush=True)
-    print(json.dumps({
-        "diff_seconds_median": round(statistics.median(diffs), 3),
-        "validate_seconds_median": round(statistics.median(validates), 3),
-        "changes": summary["changes"],
-        "lines": len(base_text.splitlines()),
-        "runs": args.runs,
-    }))
+    print(
+        json.dumps(
+            {
+                "diff_seconds_median": round(statistics.median(diffs), 3),
+                "validate_seconds_median": round(statistics.median(validates), 3),
+                "changes": summary["changes"],
+                "lines": len(base_text.splitlines()),
+                "runs": args.runs,
+            }
+        )
+    )
     return 0
 
 
