@@ -9,7 +9,7 @@ EXTRA_SERVER_VERSIONS ?= 2.10.26 2.11.11 2.12.8 2.14.6
 ENV ?= local
 TOPOLOGY ?= topology/topology.yaml
 
-.PHONY: setup servers pulumi-engine kube-test-cluster local test test-fast lint typecheck bench clean constraints
+.PHONY: setup servers pulumi-engine kube-test-cluster go-tools local test test-fast lint typecheck bench clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,10 @@ pulumi-engine:
 kube-test-cluster:
 	bash tools/kube-test-cluster/build.sh
 
+# Small Go tools the tests run (actionlint), built from Go modules into $(NATSTOPO_CACHE)/go-tools.
+go-tools:
+	bash tools/go-tools/build.sh
+
 # The main job on the embedded local default: validate the topology, start a local JetStream
 # server (store under $(NATSTOPO_CACHE)/local), apply the topology to it, check drift, stop.
 # `make local KEEP=1` leaves the server running for application services;
@@ -57,7 +61,7 @@ local: setup
 	$(BIN)/python tools/local_up.py $(TOPOLOGY) --env $(ENV) $(if $(KEEP),--keep) \
 	  $(if $(ALLOW_DESTRUCTIVE),--allow-destructive)
 
-test: setup pulumi-engine kube-test-cluster lint typecheck
+test: setup pulumi-engine kube-test-cluster go-tools lint typecheck
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed
