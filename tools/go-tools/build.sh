@@ -5,6 +5,8 @@
 # Each tool has a wrapper module of its own here (go.mod, go.sum, tools.go pinning the
 # version), so that the tools' dependency versions never mix:
 #   actionlint   github.com/rhysd/actionlint v1.7.12    lints .github/workflows
+#   nats         github.com/nats-io/natscli v0.5.0      `nats bench`, the Go client reference
+#                (folder natscli/; v0.5.1 is skipped: see the runtime benchmark issue)
 # Built into ${NATSTOPO_CACHE:-$HOME/.cache/natstopo}/go-tools/<key>/bin; <key> changes with
 # RECIPE, any wrapper file or the Go version; a stamp makes a second run return at once.
 #
@@ -15,8 +17,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${NATSTOPO_CACHE:-$HOME/.cache/natstopo}
 RECIPE=1
-# tool name : main package (inside the folder of the same name)
-TOOLS="actionlint:github.com/rhysd/actionlint/cmd/actionlint"
+# binary : wrapper folder : main package
+TOOLS="actionlint:actionlint:github.com/rhysd/actionlint/cmd/actionlint nats:natscli:github.com/nats-io/natscli/nats"
 
 START=$SECONDS
 log() { echo "[go-tools +$((SECONDS - START))s] $*" >&2; }
@@ -57,9 +59,11 @@ n=0
 for t in $TOOLS; do
     n=$((n + 1))
     name=${t%%:*}
-    pkg=${t#*:}
+    rest=${t#*:}
+    folder=${rest%%:*}
+    pkg=${rest#*:}
     log "step $n: $name ($pkg)"
-    (cd "$HERE/$name" && quiet_go go build -trimpath -ldflags "-s -w" -o "$WORK/bin/$name" "$pkg")
+    (cd "$HERE/$folder" && quiet_go go build -trimpath -ldflags "-s -w" -o "$WORK/bin/$name" "$pkg")
 done
 rm -rf "$BIN"
 mkdir -p "$ROOT"
