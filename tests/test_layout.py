@@ -107,8 +107,9 @@ ALLOWED = {
     "jetstream": {"jetstream", "topology"},
     "reconcile": {"reconcile", "jetstream", "topology"},
     "bus": {"bus", "jetstream", "topology", "reconcile"},
-    "cli": {"cli", "bus", "jetstream", "topology", "reconcile"},
+    "cli": {"cli", "bus", "jetstream", "topology", "reconcile", "review"},
     "contrib": {"contrib", "bus"},
+    "review": {"review", "topology", "jetstream"},
 }
 
 

@@ -17,7 +17,7 @@ from .._errors import BusError
 from .common import EXIT_ERROR, Parser
 
 # Every command module, in the order `natstopo --help` lists them.
-COMMAND_MODULES = ("validate", "reconcile", "dlq")
+COMMAND_MODULES = ("validate", "reconcile", "dlq", "docs")
 _MODULE_OF = {
     "validate": "validate",
     "plan": "reconcile",
@@ -25,6 +25,9 @@ _MODULE_OF = {
     "drift": "reconcile",
     "import": "reconcile",
     "dlq": "dlq",
+    "asyncapi": "docs",
+    "graph": "docs",
+    "codegen": "docs",
 }
 
 
