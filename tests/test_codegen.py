@@ -7,6 +7,7 @@ mypy reports exactly those lines with those codes, and nothing anywhere else.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -350,11 +351,97 @@ def test_the_module_does_not_depend_on_where_it_is_written_or_read_from(tmp_path
         assert proc.returncode == (2 if changes else 0), (old, proc.stderr)
 
 
+BREAKING = {
+    "empty.json": {},
+    "obj.json": {"type": "object"},
+    "arr.json": {"type": "array", "items": {"type": "string"}},
+    "closed.json": {"type": "object", "additionalProperties": False},
+    "misc.json": {
+        "type": "object",
+        "description": 'Ends with """triple""" quotes and a backslash \\',
+        "properties": {
+            "TypedDict": {"type": "string"},
+            "int": {"type": "string"},
+            "n": {"enum": [1, True, "1", None]},
+            "o": {"type": ["object", "null"], "properties": {"a": {"type": "integer"}}},
+            "again": {"$ref": "#/properties/o"},
+            "k": {"const": {"a": 1}},
+            "gone": False,
+        },
+    },
+}
+BREAKING_TOPOLOGY = r"""
+version: 1
+name: brk
+services: {svc: {}}
+streams:
+  S:
+    topics:
+      none: {publishers: [svc], schema: schemas/empty.json}
+      any: {publishers: [svc], schema: schemas/obj.json}
+      a-b: {publishers: [svc], schema: schemas/arr.json}
+      a_b: {publishers: [svc], schema: schemas/closed.json}
+      misc: {publishers: [svc], schema: schemas/misc.json, description: 'said "hi" \ '}
+"""
+BREAKING_USE = """\
+from brk_types import (
+    A_B,
+    A_B_2,
+    AB,
+    AB2,
+    Any2,
+    Misc,
+    MiscN,
+    MiscO,
+    None2,
+    event,
+)
+
+anything: None2 = {"x": [1]}
+obj: Any2 = {}
+strings: AB = ["a"]
+closed: AB2 = {}
+misc: Misc = {"TypedDict": "t", "int": "i", "n": True, "o": None, "again": {"a": 1}}
+n: MiscN = "1"
+same: MiscO | None = misc["again"]
+event(A_B, ["a"], actor="svc", tenant_id="t")
+event(A_B_2, {}, actor="svc", tenant_id="t")
+bad: Misc = {"n": 2}  # E: typeddict-item
+"""
+
+
+def test_names_that_clash_and_schemas_that_are_no_objects(tmp_path: Path) -> None:
+    (tmp_path / "schemas").mkdir()
+    for name, schema in BREAKING.items():
+        (tmp_path / "schemas" / name).write_text(json.dumps(schema), encoding="utf-8")
+    module = generate_module(load_topology(write_topology(tmp_path, BREAKING_TOPOLOGY)))
+    warnings = "\n".join(module.warnings)
+    for words in [
+        "its payload class is None2 (None is taken)",
+        "its payload class is Any2 (Any is taken)",
+        "its constant is A_B_2 (A_B is taken)",
+        "topic `a-b` (schemas/arr.json) at `/`: the payload schema allows more than a JSON object",
+        "at `/properties/k`: a `const` that a Literal cannot hold",
+        "at `/properties/gone`: a property that must be absent is left out",
+    ]:
+        assert words in warnings, words
+    assert "class MiscO2" not in module.text  # the `$ref` to a property reuses its class
+    assert 'MiscN: TypeAlias = Literal[1, True, "1"]' in module.text
+    _, errors, output = mypy(tmp_path, {"brk_types.py": module.text, "use.py": BREAKING_USE})
+    assert errors == expected_errors("use.py", BREAKING_USE), output
+
+
+@pytest.mark.parametrize("which", ["shipped", "hard"])
 def test_generated_code_is_lint_clean_and_left_alone_by_the_formatter(
-    tmp_path: Path, shipped_module: str
+    which: str, tmp_path: Path, shipped_module: str
 ) -> None:
+    text = (
+        shipped_module
+        if which == "shipped"
+        else generate_module(load_topology(write_hard_topology(tmp_path))).text
+    )
     module = tmp_path / "bus_types.py"
-    module.write_text(shipped_module, encoding="utf-8")
+    module.write_text(text, encoding="utf-8")
     ruff = [sys.executable, "-m", "ruff"]
     lint = subprocess.run(
         [*ruff, "check", "--isolated", "--select", "E,F,W,I,UP,B", "--ignore", "E501", str(module)],

@@ -88,12 +88,19 @@ def cmd_codegen(args: argparse.Namespace) -> int:
     topology = _load(args, env=None)
     if topology is None:
         return EXIT_ERROR
+    if args.check and args.out == "-":
+        print(
+            "natstopo codegen: error: --check compares with a FILE: give --out FILE",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     module = generate_module(topology)
     _warn("codegen", module.warnings)
     if not args.check:
         return _emit("codegen", module.text, args.out)
     try:
-        current = Path(args.out).read_text(encoding="utf-8")
+        # A checkout with CRLF line endings (git's autocrlf) holds the same module.
+        current = Path(args.out).read_text(encoding="utf-8").replace("\r\n", "\n")
     except FileNotFoundError:
         current = None
     except (OSError, UnicodeDecodeError) as exc:
@@ -103,12 +110,10 @@ def cmd_codegen(args: argparse.Namespace) -> int:
         print(f"{args.out}: up to date with topology `{topology.name}`")
         return EXIT_OK
     why = "does not exist" if current is None else "is out of date"
-    print(
-        f"{args.out} {why}: run `natstopo codegen {args.file or ''} --out {args.out}`".replace(
-            "  ", " "
-        ),
-        file=sys.stderr,
+    command = " ".join(
+        ["natstopo", "codegen", *([args.file] if args.file else []), "--out", args.out]
     )
+    print(f"{args.out} {why}: run `{command}`", file=sys.stderr)
     return EXIT_CHANGES
 
 
@@ -150,7 +155,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "is no --env.",
     )
     add_topology_args(p, env=False)
-    p.add_argument("--out", required=True, metavar="FILE", help="the module to write (or check)")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="the module to write (or check); - for stdout"
+    )
     p.add_argument(
         "--check",
         action="store_true",

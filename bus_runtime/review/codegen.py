@@ -333,10 +333,15 @@ class _Generator:
             ctx.busy.add("")
             return self.typeddict(self._merged(root, ctx, where), name, where, ctx, top=True)
         expr = self.type_of(root, name + "Data", where, ctx)
-        self.warn(
-            f"{self._where(ctx, where)}: the payload is not a JSON object schema, but "
-            "`EventPayload.data` is always an object",
-        )
+        if expr == "Any":  # `{}`, `true`: any object, as `EventPayload.data` always is one
+            expr = "dict[str, Any]"
+        declared = root.get("type") if isinstance(root, Mapping) else None
+        kinds = [declared] if isinstance(declared, str) else declared
+        if isinstance(kinds, list) and kinds != ["object"]:
+            self.warn(
+                f"{self._where(ctx, where)}: the payload schema allows more than a JSON object, "
+                "but `EventPayload.data` is always one",
+            )
         self.defs.append(_Alias(name, expr, self._topic_doc(topic)))
         return _mark(name)
 
@@ -623,6 +628,7 @@ class _Generator:
                 self.warn(f"{self._where(ctx, where)}: a property that must be absent is left out")
                 continue
             expr = self.type_of(sub, name + (camel(key) or "Field"), where, ctx)
+            ctx.refs.setdefault(where, expr)  # a `$ref` to this property reuses its type
             td.fields.append(_Field(key, expr, key in required, self._doc(sub)))
         for key in required:
             if key not in props:
@@ -638,7 +644,8 @@ class _Generator:
         return _mark(name)
 
     def literal_alias(self, values: Sequence[Any], hint: str, node: Mapping[str, Any]) -> str:
-        present = [v for v in dict.fromkeys(values) if v is not None]
+        # keyed by type too: `1` and `true` are equal in Python, not in JSON
+        present = [v for _, v in dict.fromkeys((type(v), v) for v in values) if v is not None]
         parts: list[str] = []
         if present:
             name = self.names.new(hint or "Choice")
@@ -747,7 +754,7 @@ class _Generator:
             typing_names.add("NotRequired")
         if "Any" in re.findall(r"\bAny\b", body):
             typing_names.add("Any")
-        if topics:
+        if any("Mapping[" in line for line in helpers):
             out.append("from collections.abc import Mapping")
         out.append(f"from typing import {', '.join(sorted(typing_names, key=_import_order))}")
         if topics:
@@ -790,12 +797,13 @@ class _Generator:
     def render_defs(self) -> str:
         lines: list[str] = []
         done: set[str] = set()
-        all_names = {d.name for d in self.defs}
         for d in self.defs:
             lines += ["", ""]
             if isinstance(d, _Alias):
                 lines += self._render_alias(d, done)
-            elif all(is_plain_key(f.key) and f.key not in all_names | _RESERVED for f in d.fields):
+            elif all(is_plain_key(f.key) for f in d.fields):
+                # (a key named like a type, `int: str`, does not shadow it: an annotation
+                # without a value binds nothing, for Python and mypy alike)
                 lines += self._render_class(d, done)
             else:
                 lines += self._render_functional(d, done)
@@ -846,8 +854,8 @@ class _Generator:
         return lines
 
     def _render_functional(self, d: _TypedDict, done: set[str]) -> list[str]:
-        # Keys that are Python keywords, not identifiers, or names of this module: the
-        # functional form keeps them as written (and field docstrings become comments).
+        # Keys that are Python keywords or not identifiers (or change as identifiers): the
+        # functional form keeps them as written, and field docstrings become comments.
         lines = [f"# {_comment(d.doc)}"] if d.doc else []
         lines += [f"{d.name} = TypedDict(", f"    {py_str(d.name)},", "    {"]
         for f in d.fields:
@@ -885,7 +893,7 @@ class _Generator:
                 "",
                 "def event(",
                 "    topic: TopicName,",
-                "    data: Mapping[str, Any],",
+                "    data: Any,",
                 "    *,",
                 "    actor: str,",
                 "    tenant_id: str,",
@@ -927,15 +935,16 @@ class _Generator:
 
 _EVENT_BODY = [
     '    """An `EventPayload` for `topic` whose `data` mypy checked against its schema."""',
+    "    body: Any = data  # a TypedDict is a dict at run time",
     "    if event_id is None:",
     "        return EventPayload(",
-    "            data=dict(data),",
+    "            data=dict(body),",
     "            actor=actor,",
     "            tenant_id=tenant_id,",
     "            trace_id=trace_id,",
     "        )",
     "    return EventPayload(",
-    "        data=dict(data),",
+    "        data=dict(body),",
     "        actor=actor,",
     "        tenant_id=tenant_id,",
     "        trace_id=trace_id,",
