@@ -44,10 +44,17 @@ def _emit(command: str, text: str, out: str | None) -> int:
         return EXIT_OK
     path = Path(out)
     try:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
+            os.chmod(tmp, mode)  # mkstemp's 0600 would hide a shared file from its readers
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
