@@ -304,7 +304,20 @@ def test_one_topic_and_no_topic_need_no_overloads(tmp_path: Path) -> None:
         services=(),
         streams=(Stream(name="S", subject_prefix="s", subjects=("s.>",)),),
     )
-    files = {"one_types.py": generate_module(one).text, "none_types.py": generate_module(none).text}
+    (tmp_path / "a.json").write_text('{"required": ["a"], "properties": {"a": {"type": "string"}}}')
+    typed = load_topology(
+        write_topology(
+            tmp_path,
+            "version: 1\nname: one\nstreams:\n  S:\n    topics:\n      only.one: {schema: a.json}\n",
+            "typed.yaml",
+        )
+    )
+    files = {
+        "one_types.py": generate_module(one).text,
+        "typed_types.py": generate_module(typed).text,
+        "none_types.py": generate_module(none).text,
+    }
+    assert 'return cast("OnlyOne", payload.data)' in files["typed_types.py"]
     assert "@overload" not in files["one_types.py"]
     assert "TopicName: TypeAlias = Never" in files["none_types.py"]
     code, errors, output = mypy(tmp_path, files)

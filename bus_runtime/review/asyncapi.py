@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -600,7 +600,7 @@ _DROPPED = frozenset({"$id", "$anchor", "$dynamicAnchor", "$recursiveAnchor", "$
 class _SchemaConverter:
     """One payload schema -> AsyncAPI's schema dialect, its `$ref`s pointing into the document."""
 
-    def __init__(self, base: str, what: str, warn: Any) -> None:
+    def __init__(self, base: str, what: str, warn: Callable[[str], None]) -> None:
         self.base = base
         self.what = what
         self.warn = warn
