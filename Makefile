@@ -9,7 +9,7 @@ EXTRA_SERVER_VERSIONS ?= 2.10.26 2.11.11 2.12.8 2.14.6
 ENV ?= local
 TOPOLOGY ?= topology/topology.yaml
 
-.PHONY: setup servers pulumi-engine kube-test-cluster go-tools local test test-fast lint typecheck bench clean constraints
+.PHONY: setup servers node-deps graphviz pulumi-engine kube-test-cluster go-tools local test test-fast lint typecheck bench clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,7 +26,25 @@ constraints: | $(BIN)/python
 	( echo "# Exact versions that CI and the README's commands install (pip -c). Refresh: make constraints"; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e" ) > constraints.txt
 
-setup: $(VENV)/.installed servers
+setup: $(VENV)/.installed servers node-deps graphviz
+
+# The parsers that check `natstopo asyncapi` and `natstopo graph` in the tests (the official
+# AsyncAPI parser, Mermaid's own): exactly package-lock.json's versions, no install scripts.
+# Without npm the tests that need them skip locally and fail in CI (NATSTOPO_REQUIRE_NODE=1).
+node-deps: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else echo "npm not found: the AsyncAPI and Mermaid parser tests will skip"; fi
+
+# Graphviz's `dot` parses `natstopo graph --format dot` in the tests: Debian's package when
+# this runs as root with apt-get (as CI does); otherwise the test skips (CI requires it).
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	  else echo "dot not found (apt-get install graphviz): the dot parse test will skip"; fi; }
 
 servers: | $(BIN)/python
 	@for v in $(EXTRA_SERVER_VERSIONS); do \
@@ -78,4 +96,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/validate_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
