@@ -119,6 +119,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             server_version=version,
             fail_on=args.fail_on,
             locate=settings_locator(places[0], sources[1].display) if places else None,
+            head_file=sources[1].display,
         )
         if args.format == "json":
             print(render_json(result))

@@ -17,6 +17,7 @@ through a consumer) are their own changes, flagged for reviewers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +33,7 @@ from ..topology.model import (
     Topic,
     Topology,
 )
+from ..topology.subjects import subject_matches
 from ..topology.yaml_source import Locations
 from .schema_compat import SchemaDelta, compare_schemas, deploy_order
 
@@ -45,7 +47,8 @@ _INFRA_RANK = {"safe": 0, "replace": 1, "destructive": 2}
 Locator = Callable[[str, str, "str | None", "str | None", str], "Location | None"]
 # Gate levels `--fail-on` takes.
 LEVELS = ("replace", "destructive", "breaking", "permission")
-DEFAULT_FAIL_ON = ("destructive", "breaking")
+# replace is in the default gate: a replaced stream loses every message it holds.
+DEFAULT_FAIL_ON = ("replace", "destructive", "breaking")
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,11 @@ def parse_version(text: str) -> tuple[int, int, int]:
     if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
         raise ValueError(f"{text!r} is not a server version (e.g. 2.10 or 2.14.3)")
     nums = [int(p) for p in parts] + [0] * (3 - len(parts))
-    return (nums[0], nums[1], nums[2])
+    version = (nums[0], nums[1], nums[2])
+    if version < rules.MIN_SERVER:
+        oldest = ".".join(map(str, rules.MIN_SERVER[:2]))
+        raise ValueError(f"{text!r}: natstopo supports nats-server {oldest} and newer")
+    return version
 
 
 # --------------------------------------------------------------------------- infrastructure
@@ -308,6 +315,8 @@ def _setting_deltas(
         before, after = old[fld], new[fld]
         if _norm(before) == _norm(after):
             continue
+        if _server_value(kind, fld, before) == _server_value(kind, fld, after):
+            continue  # writing out the server's default (or dropping it) changes nothing
         effect, reason = _classify(kind, fld, before, after, version)
         out.append(FieldDelta(fld, _norm(before), _norm(after), effect, reason))
     return out
@@ -423,7 +432,7 @@ def _consumer_changes(
                 reasons=[
                     f"consumer `{key[1]}` is deleted with its delivery position and unacknowledged messages"
                 ],
-                location=_parent_location(head, c.stream) or c.location,
+                location=_parent_location(head, c.stream),
             )
         )
     for key in [(c.stream, c.name) for c in head.consumers if (c.stream, c.name) not in old]:
@@ -443,8 +452,15 @@ def _consumer_changes(
         a, b = old[key], new[key]
         fields = _setting_deltas("consumer", a.settings(), b.settings(), version)
         if sorted(a.filter_subjects) != sorted(b.filter_subjects):
+            effect, reason = _filter_effect(base, head, a, b)
             fields.append(
-                FieldDelta("filter_subjects", sorted(a.filter_subjects), sorted(b.filter_subjects))
+                FieldDelta(
+                    "filter_subjects",
+                    sorted(a.filter_subjects),
+                    sorted(b.filter_subjects),
+                    effect,
+                    reason,
+                )
             )
         if dict(a.metadata) != dict(b.metadata):
             fields.append(FieldDelta("metadata", dict(a.metadata), dict(b.metadata)))
@@ -463,6 +479,33 @@ def _consumer_changes(
             )
         )
     return out
+
+
+def _filter_effect(base: Topology, head: Topology, a: Consumer, b: Consumer) -> tuple[Infra, str]:
+    """A consumer's filter change. On an interest stream the server deletes, right away,
+    stored messages that no consumer's filter takes any more (measured on 2.10 to 2.15)."""
+    stream = next((s for s in head.streams if s.name == b.stream), None)
+    old_stream = next((s for s in base.streams if s.name == a.stream), None)
+    if stream is None or old_stream is None or old_stream.retention != "interest":
+        return "safe", ""
+    every = list(old_stream.subjects)
+    before = set(a.filter_subjects or every)
+    after = set(b.filter_subjects or stream.subjects)
+    others = [c for c in stream.consumers if c.name != b.name]
+    dropped = []
+    for subject in sorted(before - after):
+        covered = any(
+            not c.filter_subjects or any(subject_matches(f, subject) for f in c.filter_subjects)
+            for c in others
+        )
+        if not covered:
+            dropped.append(subject)
+    if not dropped:
+        return "safe", ""
+    return "destructive", (
+        f"interest stream: stored messages on {', '.join(dropped)} that no other consumer "
+        "takes are deleted"
+    )
 
 
 def _parent_location(topology: Topology, stream: str) -> Location | None:
@@ -517,7 +560,7 @@ def _contract_changes(base: Topology, head: Topology) -> list[ReviewChange]:
                 contract="breaking" if users else "compatible",
                 reasons=reasons,
                 services=users,
-                location=_parent_location(head, t.stream) or t.location,
+                location=_parent_location(head, t.stream),
             )
         )
     for name in [t.name for t in head.topics if t.name not in old_topics]:
@@ -542,17 +585,6 @@ def _contract_changes(base: Topology, head: Topology) -> list[ReviewChange]:
         )
     for name in sorted(new_services - old_services):
         out.append(ReviewChange("service", name, "create"))
-    for env in sorted(set(base.environments) - set(head.environments)):
-        out.append(
-            ReviewChange(
-                "environment",
-                env,
-                "delete",
-                reasons=[f"environment `{env}` is removed: its stack no longer has a topology"],
-            )
-        )
-    for env in sorted(set(head.environments) - set(base.environments)):
-        out.append(ReviewChange("environment", env, "create"))
     return out
 
 
@@ -613,7 +645,7 @@ def _schema_change(
     if any(d.breaks_readers for d in deltas):
         broken |= set(readers)
     order = deploy_order(deltas)
-    reasons = [d.render() for d in deltas] or ["only annotations changed"]
+    reasons = list(dict.fromkeys(d.render() for d in deltas)) or ["only annotations changed"]
     return ReviewChange(
         "schema",
         topic.name,
@@ -644,7 +676,7 @@ def _consumer_contract(base: Topology, head: Topology) -> list[ReviewChange]:
                     f"`{c.service}` subscribes through it: its subscribe fails once the topology "
                     "no longer declares it"
                 ],
-                location=_parent_location(head, c.stream) or c.location,
+                location=_parent_location(head, c.stream),
             )
         )
     for key in sorted(set(old) & set(new)):
@@ -661,6 +693,22 @@ def _consumer_contract(base: Topology, head: Topology) -> list[ReviewChange]:
                     reasons=[
                         f"moved from `{a.service}` to `{b.service}`: `{a.service}` can no longer "
                         f"subscribe, and `{b.service}` continues from `{a.service}`'s position"
+                    ],
+                    location=b.location,
+                )
+            )
+        if b.headers_only and not a.headers_only:
+            out.append(
+                ReviewChange(
+                    "consumer",
+                    f"{key[0]}/{key[1]}",
+                    "update",
+                    fields=[FieldDelta("headers_only", a.headers_only, b.headers_only)],
+                    contract="breaking",
+                    services=[b.service],
+                    reasons=[
+                        f"messages reach `{b.service}` without their body: its handlers cannot "
+                        "read an event (bus_runtime dead-letters each one)"
                     ],
                     location=b.location,
                 )
@@ -752,6 +800,7 @@ def review(
     server_version: tuple[int, int, int] | None = None,
     fail_on: Sequence[str] = DEFAULT_FAIL_ON,
     locate: Locator | None = None,
+    head_file: str | None = None,
 ) -> Review:
     """Compare BASE and HEAD models (key None: the base model; others: environments).
 
@@ -763,23 +812,30 @@ def review(
         fail_on: Gate levels (see `LEVELS`).
         locate: Finds the line that sets a field in HEAD (`settings_locator`), so that an
             annotation points at `max_bytes: 30GiB`, not at the stream's name.
+        head_file: The name locations carry (HEAD's path from the repository's top), so
+            that every location names the file a pull request changes.
     """
+    declared = sorted({e for e in (*base, *head) if e is not None})
     if environments is None:
-        declared = sorted({e for e in (*base, *head) if e is not None})
         environments = declared or [None]
     version = server_version or oldest_server_for(head.values())
-    changes: list[ReviewChange] = []
+    per_env: list[tuple[str | None, list[ReviewChange]]] = []
     for env in environments:
-        b, h = base.get(env), head.get(env)
-        if b is None or h is None:
-            continue  # an environment added or removed: reported as a contract change below
-        changes += _stream_changes(b, h, env, version)
-        changes += _consumer_changes(b, h, env, version)
-    changes += _contract_changes(base[None], head[None])
-    if locate is not None:
+        # An environment that one side does not declare has that side's base settings.
+        b, h = base.get(env) or base[None], head.get(env) or head[None]
+        found = _stream_changes(b, h, env, version) + _consumer_changes(b, h, env, version)
+        found += [_with_env(c, env) for c in _contract_changes(b, h)]
+        if locate is not None:
+            for c in found:
+                _point_at_setting(c, locate)
+        per_env.append((env, found))
+    changes = _merge(_collapse(per_env))
+    changes += _environment_changes(base, head)
+    if head_file is not None:
         for c in changes:
-            _point_at_setting(c, locate)
-    changes.sort(key=lambda c: (c.risk, c.kind, c.name, c.environment or ""))
+            if c.location is not None:
+                c.location = Location(head_file, c.location.line, c.location.column)
+    changes.sort(key=_order)
     return Review(
         base_label,
         head_label,
@@ -788,6 +844,118 @@ def review(
         changes,
         tuple(fail_on),
     )
+
+
+def _with_env(change: ReviewChange, env: str | None) -> ReviewChange:
+    change.environment = env
+    return change
+
+
+def _signature(c: ReviewChange) -> str:
+    """What a change says, without where and for which environment."""
+    d = c.to_dict()
+    d.pop("environment")
+    d.pop("location")
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _collapse(per_env: list[tuple[str | None, list[ReviewChange]]]) -> list[ReviewChange]:
+    """A change that every compared environment has alike is reported once (environment
+    None: the same everywhere); one that differs stays per environment."""
+    if len(per_env) == 1:
+        return per_env[0][1]
+    counts: dict[str, int] = {}
+    for _env, found in per_env:
+        for sig in {_signature(c) for c in found}:
+            counts[sig] = counts.get(sig, 0) + 1
+    out: list[ReviewChange] = []
+    emitted: set[str] = set()
+    for _env, found in per_env:
+        for c in found:
+            sig = _signature(c)
+            if counts[sig] == len(per_env):
+                if sig in emitted:
+                    continue
+                emitted.add(sig)
+                c.environment = None
+            out.append(c)
+    return out
+
+
+def _merge(changes: list[ReviewChange]) -> list[ReviewChange]:
+    """One object per asset, action and environment: an infrastructure judgement and a
+    contract judgement of the same consumer become one change with both."""
+    out: dict[tuple[str, str, str, str | None], ReviewChange] = {}
+    for c in changes:
+        key = (c.kind, c.name, c.action, c.environment)
+        have = out.get(key)
+        if have is None:
+            out[key] = c
+            continue
+        have.infrastructure = have.infrastructure or c.infrastructure
+        have.contract = _worse_contract(have.contract, c.contract)
+        have.services = sorted(set(have.services) | set(c.services))
+        have.deploy_order = have.deploy_order or c.deploy_order
+        have.review = have.review or c.review
+        have.fields += [f for f in c.fields if f not in have.fields]
+        have.reasons += [r for r in c.reasons if r not in have.reasons]
+        have.location = have.location or c.location
+    return list(out.values())
+
+
+def _worse_contract(a: Contract | None, b: Contract | None) -> Contract | None:
+    if "breaking" in (a, b):
+        return "breaking"
+    return a or b
+
+
+_KIND_ORDER = {
+    "stream": 0,
+    "consumer": 1,
+    "topic": 2,
+    "schema": 3,
+    "permission": 4,
+    "service": 5,
+    "environment": 6,
+}
+
+
+def _order(c: ReviewChange) -> tuple[int, str, int, str, str]:
+    """Riskiest first; within a level a stream before its consumers."""
+    stream = c.name.split("/", 1)[0] if c.kind in ("stream", "consumer") else c.name
+    return (c.risk, stream, _KIND_ORDER[c.kind], c.name, c.environment or "")
+
+
+def _environment_changes(
+    base: Mapping[str | None, Topology], head: Mapping[str | None, Topology]
+) -> list[ReviewChange]:
+    out: list[ReviewChange] = []
+    old = {e for e in base if e is not None}
+    new = {e for e in head if e is not None}
+    for env in sorted(old - new):
+        out.append(
+            ReviewChange(
+                "environment",
+                env,
+                "delete",
+                reasons=[
+                    f"environment `{env}` is removed: its stack gets the base settings "
+                    "(compared as such above), or no topology if the stack goes too"
+                ],
+            )
+        )
+    for env in sorted(new - old):
+        out.append(
+            ReviewChange(
+                "environment",
+                env,
+                "create",
+                reasons=[
+                    f"environment `{env}` is new: compared with the base settings it replaces"
+                ],
+            )
+        )
+    return out
 
 
 def _point_at_setting(change: ReviewChange, locate: Locator) -> None:

@@ -5,11 +5,11 @@ changed part), and GitHub workflow annotations at the topology file's lines."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 
 from ..topology.model import Topology
 from .diff import Review, ReviewChange
+from .graph import Mark, NodeKey, build_graph, render_mermaid
 from .schema_compat import ORDER_WHY
 
 _ICON = {0: "🔴", 1: "🟠", 2: "🟡", 3: "🔵", 4: "🟢"}
@@ -62,8 +62,36 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(r: Review, head: Topology | None = None) -> str:
-    """A pull-request comment: headline, summary table, then each risky change with why."""
+# GitHub refuses a comment over 65,536 characters; the comment stays well below.
+MARKDOWN_LIMIT = 60_000
+
+
+def render_markdown(r: Review, head: Topology | None = None, limit: int = MARKDOWN_LIMIT) -> str:
+    """A pull-request comment: headline, summary table, each risky change with why, and the
+    graph of the changed part; cut (saying how much) to stay under `limit` characters."""
+    full = _markdown(r, head, r.changes, r.changes)
+    if len(full) <= limit:
+        return full
+    # Keep the riskiest changes' details, then fewer table rows, until it fits.
+    rows = list(r.changes)
+    risky = [c for c in r.changes if c.risk < 4]
+    while True:
+        if len(risky) > 10:
+            risky = risky[: len(risky) // 2]
+        else:
+            rows = rows[: max(len(rows) * 2 // 3, 10)]
+        text = _markdown(r, None, rows, risky, cut=(len(r.changes) - len(rows), len(r.changes)))
+        if len(text) <= limit or len(rows) <= 10:
+            return text
+
+
+def _markdown(
+    r: Review,
+    head: Topology | None,
+    rows: list[ReviewChange],
+    risky_shown: list[ReviewChange],
+    cut: tuple[int, int] | None = None,
+) -> str:
     out = ["<!-- natstopo-diff -->", f"### Topology review: `{r.base}` → `{r.head}`", ""]
     if not r.changes:
         out.append("No changes.")
@@ -80,13 +108,19 @@ def render_markdown(r: Review, head: Topology | None = None) -> str:
         "| | change | environment | infrastructure | contract | services |",
         "|---|---|---|---|---|---|",
     ]
-    for c in r.changes:
+    for c in rows:
         out.append(
             f"| {_ICON[c.risk]} | {_cell(f'{c.action} {c.kind} `{c.name}`')} | {c.environment or '—'} | "
             f"{c.infrastructure or '—'} | {c.contract or ('permission' if c.review else '—')} | "
             f"{_cell(', '.join(c.services)) or '—'} |"
         )
-    risky = [c for c in r.changes if c.risk < 4]
+    if cut is not None:
+        out += [
+            "",
+            f"*{cut[0]} of {cut[1]} changes are not listed here (the comment would be too "
+            "long for GitHub): the job's `natstopo diff` output has every one.*",
+        ]
+    risky = [c for c in risky_shown if c.risk < 4]
     if risky:
         out += ["", "#### Why"]
         for c in risky:
@@ -107,84 +141,34 @@ def render_markdown(r: Review, head: Topology | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def _id(kind: str, name: str) -> str:
-    return f"{kind}_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
-
-
 def mermaid_of_changes(r: Review, head: Topology) -> str:
-    """services -> topics -> streams -> consumers -> services, for what the review touches.
-
-    A changed topic brings its publishers, its stream and the consumers that take it; a
-    changed consumer its stream, topics and service; a changed stream its consumers when
-    the change is a replace or destructive (they are affected), else the stream alone.
-    """
-    topics: dict[str, None] = {}
-    consumers: dict[tuple[str, str], None] = {}
-    streams: dict[str, None] = {}
-    risky: set[str] = set()
-    declared_topics = {t.name: t for t in head.topics}
-    declared_streams = {s.name: s for s in head.streams}
+    """The changed part of HEAD's graph (services -> topics -> streams -> consumers ->
+    services): what the review touches and its direct neighbours, changed nodes marked."""
+    graph = build_graph(head)
+    present = {n.key for n in graph.nodes}
+    marks: dict[NodeKey, Mark] = {}
     for c in r.changes:
-        names: list[str] = []
-        if c.kind in ("topic", "schema"):
-            names = [c.name]
-        elif c.kind == "permission":
-            names = [c.name.split(" ", 2)[-1]]
-        elif c.kind == "stream" or c.kind == "consumer":
-            names = [c.name]
-        for n in names:
-            if n in declared_topics:
-                topics[n] = None
-                t = declared_topics[n]
-                streams[t.stream] = None
-                for con in declared_streams[t.stream].consumers:
-                    if not con.topics or n in con.topics:
-                        consumers[(t.stream, con.name)] = None
-            elif "/" in n:
-                sname, cname = n.split("/", 1)
-                if sname in declared_streams and any(
-                    x.name == cname for x in declared_streams[sname].consumers
-                ):
-                    streams[sname] = None
-                    consumers[(sname, cname)] = None
-            elif n in declared_streams:
-                streams[n] = None
-                if c.infrastructure in ("replace", "destructive"):
-                    for con in declared_streams[n].consumers:
-                        consumers[(n, con.name)] = None
-            if c.risk < 2:
-                risky.add(n)
-    if not streams:
+        for key in _graph_keys(c):
+            if key in present:
+                marks.setdefault(key, "added" if c.action == "create" else "changed")
+    if not marks:
         return ""
-    lines = ["flowchart LR"]
-    edges: list[str] = []
-    services: dict[str, None] = {}
-    for n in topics:
-        t = declared_topics[n]
-        lines.append(f'  {_id("t", n)}(["{n}"])')
-        for svc in t.publishers:
-            services[svc] = None
-            edges.append(f"  {_id('svc', svc)} --> {_id('t', n)}")
-        edges.append(f"  {_id('t', n)} --> {_id('s', t.stream)}")
-    for sname in streams:
-        lines.append(f'  {_id("s", sname)}[("{sname}")]')
-    for sname, cname in consumers:
-        con = declared_streams[sname].consumer(cname)
-        services[con.service] = None
-        lines.append(f'  {_id("c", sname + "/" + cname)}>"{cname}"]')
-        edges.append(f"  {_id('s', sname)} --> {_id('c', sname + '/' + cname)}")
-        edges.append(f"  {_id('c', sname + '/' + cname)} --> {_id('svc', con.service)}")
-    lines += [f'  {_id("svc", s)}["{s}"]' for s in services]
-    lines += _unique(edges)
-    marks = [
-        (_id("t", n) if n in topics else _id("c", n) if "/" in n else _id("s", n))
-        for n in sorted(risky)
-        if n in topics or n in streams or tuple(n.split("/", 1)) in consumers
-    ]
-    if marks:
-        lines.append("  classDef risky fill:#fdd,stroke:#c00")
-        lines.append(f"  class {','.join(marks)} risky")
-    return "\n".join(lines)
+    return render_mermaid(graph.around(marks), marks=marks).rstrip("\n")
+
+
+def _graph_keys(c: ReviewChange) -> list[NodeKey]:
+    if c.kind in ("topic", "schema"):
+        return [("topic", c.name)]
+    if c.kind == "stream":
+        return [("stream", c.name)]
+    if c.kind == "consumer":
+        return [("consumer", c.name)]
+    if c.kind == "permission":
+        svc, _verb, what = c.name.split(" ", 2)
+        return [("service", svc), ("consumer" if "/" in what else "topic", what)]
+    if c.kind == "service":
+        return [("service", c.name)]
+    return []
 
 
 def _unique(items: Iterable[str]) -> list[str]:

@@ -48,7 +48,10 @@ _ANNOTATIONS = frozenset(
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties", "minContains")
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties", "maxContains")
 # String rules: adding one narrows, removing one widens, rewriting one is both.
-_RULES = ("pattern", "format", "multipleOf")
+_RULES = ("pattern", "multipleOf")
+# Draft 2020-12 makes `format` an annotation, and neither bus_runtime's check nor
+# jsonschema's default one enforces it: a change is reported, as compatible.
+_NOT_ENFORCED = ("format",)
 _HANDLED = (
     frozenset(
         {
@@ -62,6 +65,7 @@ _HANDLED = (
             *_LOWER,
             *_UPPER,
             *_RULES,
+            *_NOT_ENFORCED,
         }
     )
     | _ANNOTATIONS
@@ -116,15 +120,34 @@ def _types(schema: Mapping[str, Any]) -> set[str] | None:
     return names
 
 
+def _type_text(names: set[str]) -> str:
+    shown = names - {"integer"} if "number" in names else names
+    return "/".join(sorted(shown))
+
+
 def _short(value: Any) -> str:
     text = repr(value) if not isinstance(value, str) else f"'{value}'"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# Deeper than this, schemas are not compared (and the change is never called compatible).
+_MAX_DEPTH = 64
+
+
 def compare_schemas(old: Any, new: Any, path: str = "data") -> list[SchemaDelta]:
-    """Every difference between `old` and `new` (JSON Schemas; True/False allowed)."""
+    """Every difference between `old` and `new` (JSON Schemas; True/False allowed), each once."""
+    out: list[SchemaDelta] = []
+    for d in _compare(old, new, path, 0):
+        if d not in out:
+            out.append(d)
+    return out
+
+
+def _compare(old: Any, new: Any, path: str, depth: int) -> list[SchemaDelta]:
     if old == new:
         return []
+    if depth > _MAX_DEPTH:
+        return _both(path, f"nested more than {_MAX_DEPTH} levels: not compared, review by hand")
     if isinstance(old, bool) or isinstance(new, bool) or old is None or new is None:
         old_any = old is True or old is None or old == {}
         new_any = new is True or new is None or new == {}
@@ -139,9 +162,13 @@ def compare_schemas(old: Any, new: Any, path: str = "data") -> list[SchemaDelta]
     out += _compare_types(old, new, path)
     out += _compare_values(old, new, path)
     out += _compare_limits(old, new, path)
-    out += _compare_object(old, new, path)
+    out += _compare_object(old, new, path, depth)
+    for key in _NOT_ENFORCED:
+        if old.get(key) != new.get(key):
+            text = f"`{key}` {_short(old.get(key))} -> {_short(new.get(key))} (not enforced)"
+            out.append(SchemaDelta(path, text, "neutral", False, False))
     if "items" in old or "items" in new:
-        out += compare_schemas(old.get("items"), new.get("items"), f"{path}[]")
+        out += _compare(old.get("items"), new.get("items"), f"{path}[]", depth + 1)
     for key in sorted((set(old) | set(new)) - _HANDLED):
         if old.get(key) != new.get(key):
             out += _both(path, f"`{key}` changed: not compared automatically, review by hand")
@@ -157,11 +184,11 @@ def _compare_types(old: Mapping[str, Any], new: Mapping[str, Any], path: str) ->
     if after is None:
         return [_widen(path, "type no longer limited", breaks_readers=True)]
     if after < before:
-        return [_narrow(path, f"type {'/'.join(sorted(before))} -> {'/'.join(sorted(after))}")]
+        return [_narrow(path, f"type {_type_text(before)} -> {_type_text(after)}")]
     if after > before:
         added = "/".join(sorted(after - before))
         return [_widen(path, f"type also allows {added}", breaks_readers=True)]
-    return _both(path, f"retyped: {'/'.join(sorted(before))} -> {'/'.join(sorted(after))}")
+    return _both(path, f"retyped: {_type_text(before)} -> {_type_text(after)}")
 
 
 def _compare_values(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> list[SchemaDelta]:
@@ -222,7 +249,9 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _compare_object(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> list[SchemaDelta]:
+def _compare_object(
+    old: Mapping[str, Any], new: Mapping[str, Any], path: str, depth: int
+) -> list[SchemaDelta]:
     out: list[SchemaDelta] = []
     old_props: Mapping[str, Any] = _mapping(old.get("properties"))
     new_props: Mapping[str, Any] = _mapping(new.get("properties"))
@@ -236,7 +265,7 @@ def _compare_object(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -
         if name in new_props or name not in old_props:
             out.append(_widen(f"{path}.{name}", "no longer required", breaks_readers=True))
     for name in sorted(set(old_props) & set(new_props)):
-        out += compare_schemas(old_props[name], new_props[name], f"{path}.{name}")
+        out += _compare(old_props[name], new_props[name], f"{path}.{name}", depth + 1)
     for name in sorted(set(new_props) - set(old_props)):
         where = f"{path}.{name}"
         if old_extra is False:
@@ -260,7 +289,7 @@ def _compare_object(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -
         elif old_extra is False and new_extra is True:
             out.append(_widen(path, "undeclared fields now accepted", breaks_readers=False))
         else:
-            out += compare_schemas(old_extra, new_extra, f"{path}.*")
+            out += _compare(old_extra, new_extra, f"{path}.*", depth + 1)
     return out
 
 

@@ -56,15 +56,19 @@ def open_source(spec: str, cwd: Path | None = None) -> Iterator[Source]:
     """
     here = Path(cwd or os.getcwd())
     if (here / spec).is_file():
-        yield Source(spec, here / spec, spec)
+        yield Source(spec, here / spec, _from_top(here / spec) or spec)
         return
+    if (here / spec).is_dir():
+        raise SourceError(f"{spec}: is a folder: name the topology file in it")
     ref, sep, rel = spec.partition(":")
     if not sep or not ref or not rel:
         raise SourceError(f"{spec}: no such file (and not of the form REF:path)")
     top = Path(_git(["rev-parse", "--show-toplevel"], here).decode().strip())
-    if rel.startswith("./"):
+    if rel.startswith(("./", "../")):
         prefix = _git(["rev-parse", "--show-prefix"], here).decode().strip()
-        rel = str(PurePosixPath(prefix) / rel[2:])
+        rel = os.path.normpath(str(PurePosixPath(prefix) / rel))
+        if rel.startswith(".."):
+            raise SourceError(f"{spec}: `{rel}` is outside the repository")
     rel = str(PurePosixPath(rel))
     kind = _git(["cat-file", "-t", f"{ref}:{rel}"], top).decode().strip()
     if kind != "blob":
@@ -72,6 +76,31 @@ def open_source(spec: str, cwd: Path | None = None) -> Iterator[Source]:
     folder = str(PurePosixPath(rel).parent)
     archive = _git(["archive", "--format=tar", ref, "--", folder], top)
     with tempfile.TemporaryDirectory(prefix="natstopo-diff-") as tmp:
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(tmp, filter="data")
+        except tarfile.TarError as exc:
+            # The data filter refuses links leaving the folder, absolute paths and devices.
+            raise SourceError(f"{spec}: cannot read `{folder}` at `{ref}` safely: {exc}") from exc
         yield Source(spec, Path(tmp) / rel, rel)
+
+
+def _from_top(path: Path) -> str | None:
+    """`path` relative to its git repository's top (what annotations name), if in one."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=path.resolve().parent,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    try:
+        return str(PurePosixPath(path.resolve().relative_to(Path(done.stdout.strip()).resolve())))
+    except ValueError:
+        return None
