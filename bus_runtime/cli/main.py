@@ -17,7 +17,7 @@ from .._errors import BusError
 from .common import EXIT_ERROR, Parser
 
 # Every command module, in the order `natstopo --help` lists them.
-COMMAND_MODULES = ("validate", "diff", "reconcile", "dlq")
+COMMAND_MODULES = ("validate", "diff", "reconcile", "dlq", "auth")
 _MODULE_OF = {
     "validate": "validate",
     "diff": "diff",
@@ -26,6 +26,7 @@ _MODULE_OF = {
     "drift": "reconcile",
     "import": "reconcile",
     "dlq": "dlq",
+    "auth": "auth",
 }
 
 
