@@ -400,6 +400,41 @@ async def test_the_admin_provisions_but_reads_and_removes_no_message(
     await admin.nc.close()
 
 
+async def test_the_admin_can_still_read_through_a_push_consumer_it_creates(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """The limit of the documented least privilege: consumer create is enough to read.
+
+    A consumer that pushes to the admin's own inbox delivers every message there; subject
+    permissions cannot look into a create request's body. docs/security.md lists it.
+    """
+    server, _topology, store = provisioned
+    ingestion = await connect_as(server.url, store, "svc-ingestion")
+    await ingestion.nc.jetstream().publish("tax.document.uploaded", b'{"secret":"data"}')
+    await ingestion.nc.close()
+    admin = await connect_as(server.url, store, ADMIN)
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg)
+
+    await admin.nc.subscribe("_INBOX.admin.steal", cb=on_msg)
+    config = {
+        "durable_name": "steal",
+        "deliver_subject": "_INBOX.admin.steal",
+        "ack_policy": "none",
+    }
+    reply = await admin.nc.request(
+        "$JS.API.CONSUMER.CREATE.TAX_AGENT_EVENTS.steal",
+        json.dumps({"stream_name": "TAX_AGENT_EVENTS", "config": config}).encode(),
+        timeout=5,
+    )
+    assert "error" not in json.loads(reply.data)
+    msg = await asyncio.wait_for(got.get(), 5)
+    assert msg.data == b'{"secret":"data"}'
+    await admin.nc.close()
+
+
 async def test_the_monitor_reads_server_reports_and_changes_nothing(
     secured: tuple[NatsServer, Topology, CredentialStore],
 ) -> None:
@@ -628,3 +663,17 @@ async def test_a_cluster_with_the_same_authorization_forms_and_enforces_it(
         await admin.nc.close()
         with pytest.raises(ConnectError, match="authorization failed"):
             await connect(ConnectOptions(servers=tuple(cluster.urls)))
+
+
+async def test_the_cli_provisions_with_the_admin_env_file(
+    secured: tuple[NatsServer, Topology, CredentialStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bus_runtime.cli.main import main
+
+    server, _topology, store = secured
+    for key, value in read_env_file(store.env_path(ADMIN)).items():
+        monkeypatch.setenv(key, value)  # NATS_USER, NATS_PASSWORD, NATS_INBOX_PREFIX
+    argv = ["apply", str(SHIPPED), "--env", "dev", "--server", server.url]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert await asyncio.to_thread(main, ["drift", *argv[1:]]) == 0
