@@ -18,8 +18,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from conftest import SERVERS, _ids
-from harness import NatsServer, running_cluster, running_server
+from harness import NatsServer, ServerBinary, available_servers, running_cluster, running_server
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -40,6 +39,16 @@ from bus_runtime.topology.model import Topology
 pytestmark = pytest.mark.nats
 
 REPO = Path(__file__).resolve().parent.parent
+# The oldest and the newest server, as conftest's `_each` fixtures (a module named
+# conftest is not importable from here when tests/e2e has one too).
+_ALL = available_servers()
+SERVERS = sorted({_ALL[0], _ALL[-1]}) if _ALL else []
+
+
+def _ids(binaries: list[ServerBinary]) -> list[str]:
+    return [f"nats-{b.version_str}" for b in binaries]
+
+
 SHIPPED = REPO / "topology" / "topology.yaml"
 # The lowest bcrypt cost: the server checks a hash at every connect, and these tests
 # connect a few hundred times; the cost changes nothing else.

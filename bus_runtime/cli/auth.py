@@ -12,6 +12,7 @@ import argparse
 import json
 from typing import Any
 
+from .._errors import SetupError
 from ..security.credentials import AUTH_MODES, DEFAULT_BCRYPT_COST, PASSWORD, CredentialStore
 from ..security.permissions import all_permissions
 from .common import EXIT_OK, add_topology_args, load_args_topology
@@ -57,8 +58,6 @@ def _show(args: argparse.Namespace) -> int:
     if args.service:
         missing = [s for s in args.service if s not in perms]
         if missing:
-            from .._errors import SetupError
-
             raise SetupError(f"unknown identity: {', '.join(missing)}")
         perms = {k: v for k, v in perms.items() if k in args.service}
     if args.format == "json":

@@ -368,7 +368,10 @@ class CredentialStore:
             return None
         seed_file = values.get(ENV_NKEY)
         if not seed_file or not os.path.isfile(seed_file):
-            return None
+            # The folder may have moved since NATS_NKEY was written: the seed is beside it.
+            seed_file = str(self.seed_path(identity))
+            if not os.path.isfile(seed_file):
+                return None
         seed = Path(seed_file).read_text(encoding="utf-8").strip()
         try:
             matches = public_nkey(seed) == gen.nkey
