@@ -174,3 +174,35 @@ class StartupCheckError(SetupError):
 
 class BusClosedError(BusError):
     """The bus is not started, or is stopping or stopped."""
+
+
+class PermissionViolationError(BusError):
+    """The server refused this connection a publish or a subscription (its permissions).
+
+    Attributes:
+        operation: `publish` or `subscribe`.
+        subject: The refused subject.
+        service: The service the connection runs as, when known.
+        queue: The queue group of a refused queue subscription, else None.
+    """
+
+    def __init__(
+        self, operation: str, subject: str, service: str | None = None, queue: str | None = None
+    ) -> None:
+        self.operation = operation
+        self.subject = subject
+        self.service = service
+        self.queue = queue
+        who = f"service `{service}`" if service else "this connection"
+        verb = "publish to" if operation == "publish" else "subscribe to"
+        group = f" (queue group `{queue}`)" if queue else ""
+        hint = (
+            f" (`natstopo auth show --service {service}` lists what it may use; is the "
+            "server's authorization rendered from the same topology?)"
+            if service
+            else ""
+        )
+        super().__init__(
+            f"the server refused {who} to {verb} `{subject}`{group}: its credentials do not "
+            f"allow it{hint}"
+        )

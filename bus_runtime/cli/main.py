@@ -18,7 +18,7 @@ from .._errors import BusError
 from .common import EXIT_ERROR, Parser
 
 # Every command module, in the order `natstopo --help` lists them.
-COMMAND_MODULES = ("validate", "diff", "reconcile", "dlq", "docs")
+COMMAND_MODULES = ("validate", "diff", "reconcile", "dlq", "docs", "auth")
 _MODULE_OF = {
     "validate": "validate",
     "diff": "diff",
@@ -30,6 +30,7 @@ _MODULE_OF = {
     "asyncapi": "docs",
     "graph": "docs",
     "codegen": "docs",
+    "auth": "auth",
 }
 
 

@@ -1,6 +1,7 @@
 """Connection options for NATS, from command-line flags or the environment, and `connect`.
 
-One place for servers, user/password, token, credentials file, nkey seed and TLS, used by
+One place for servers, user/password, token, credentials file, nkey seed, TLS and the
+inbox prefix (the one the server's permissions let this identity subscribe to), used by
 the reconciler's commands and by the runtime. A failed connection is one `ConnectError`
 line (`cannot connect to nats://127.0.0.1:4333: connection refused`), after trying each
 server a bounded number of times: a command never hangs in a reconnect loop.
@@ -37,6 +38,9 @@ ENV_NKEY = "NATS_NKEY"
 ENV_CA = "NATS_CA"
 ENV_CERT = "NATS_CERT"
 ENV_KEY = "NATS_KEY"
+# Not a NATS CLI variable: the prefix of this identity's reply inboxes (`_INBOX.<service>`),
+# written by `natstopo auth render` beside the credentials it belongs to.
+ENV_INBOX_PREFIX = "NATS_INBOX_PREFIX"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class ConnectOptions:
         tls_ca: CA certificate file to verify the server.
         tls_cert: Client certificate file (mutual TLS, with `tls_key`).
         tls_key: Client private key file.
+        inbox_prefix: Prefix of reply inboxes (None: nats-py's `_INBOX`); with per-service
+            permissions, the only inboxes this identity may subscribe to.
         connect_timeout: Seconds to wait for each connection attempt.
         max_reconnect_attempts: Attempts per server before giving up (first connect too).
         name: Client name shown in the server's connection list.
@@ -67,6 +73,7 @@ class ConnectOptions:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    inbox_prefix: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_reconnect_attempts: int = 2
     name: str = "natstopo"
@@ -85,6 +92,7 @@ class ConnectOptions:
             "tls_ca": env.get(ENV_CA) or None,
             "tls_cert": env.get(ENV_CERT) or None,
             "tls_key": env.get(ENV_KEY) or None,
+            "inbox_prefix": env.get(ENV_INBOX_PREFIX) or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["servers"], str):
@@ -101,6 +109,35 @@ class ConnectOptions:
             if importlib.util.find_spec("nkeys") is None:
                 return f"a {what} file needs the nkeys package: pip install 'natstopo[nkeys]' (or 'nats-py[nkeys]')"
         return None
+
+    def auth_kwargs(self) -> dict[str, object]:
+        """`nats.connect` keyword arguments for authentication, TLS and the inbox prefix.
+
+        Raises:
+            ConnectError: A credentials, nkey seed or TLS file cannot be used.
+        """
+        kwargs: dict[str, object] = {}
+        if self.user is not None:
+            kwargs["user"] = self.user
+            kwargs["password"] = self.password or ""
+        if self.token is not None:
+            kwargs["token"] = self.token
+        problem = self.file_problem()
+        if problem:
+            raise ConnectError(self.servers, problem)
+        if self.creds is not None:
+            kwargs["user_credentials"] = self.creds
+        if self.nkey_seed is not None:
+            kwargs["nkeys_seed"] = self.nkey_seed
+        try:
+            tls = self.tls_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(self.servers, f"cannot load TLS files: {exc}") from exc
+        if tls is not None:
+            kwargs["tls"] = tls
+        if self.inbox_prefix is not None:
+            kwargs["inbox_prefix"] = self.inbox_prefix
+        return kwargs
 
     def tls_context(self) -> ssl.SSLContext | None:
         """An SSL context when any TLS option is set, else None (plain or tls:// URLs)."""
@@ -142,6 +179,12 @@ def add_connect_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--tls-key", default=None, metavar="FILE", help=f"client key (${ENV_KEY})")
     g.add_argument(
+        "--inbox-prefix",
+        default=None,
+        metavar="PREFIX",
+        help=f"prefix of reply inboxes that the server lets this identity read (${ENV_INBOX_PREFIX})",
+    )
+    g.add_argument(
         "--connect-timeout",
         type=float,
         default=DEFAULT_CONNECT_TIMEOUT,
@@ -165,6 +208,7 @@ def options_from_args(
         tls_ca=args.tls_ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        inbox_prefix=getattr(args, "inbox_prefix", None),
         connect_timeout=args.connect_timeout,
     )
 
@@ -218,24 +262,7 @@ async def connect(options: ConnectOptions | None = None) -> Client:
         "reconnect_time_wait": 0.2,
         "error_cb": on_error,
     }
-    if options.user is not None:
-        kwargs["user"] = options.user
-        kwargs["password"] = options.password or ""
-    if options.token is not None:
-        kwargs["token"] = options.token
-    problem = options.file_problem()
-    if problem:
-        raise ConnectError(options.servers, problem)
-    if options.creds is not None:
-        kwargs["user_credentials"] = options.creds
-    if options.nkey_seed is not None:
-        kwargs["nkeys_seed"] = options.nkey_seed
-    try:
-        tls = options.tls_context()
-    except (OSError, ssl.SSLError) as exc:
-        raise ConnectError(options.servers, f"cannot load TLS files: {exc}") from exc
-    if tls is not None:
-        kwargs["tls"] = tls
+    kwargs.update(options.auth_kwargs())
     try:
         return await nats.connect(**kwargs)  # type: ignore[arg-type]
     except (TimeoutError, OSError, NatsError) as exc:
