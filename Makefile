@@ -9,7 +9,7 @@ EXTRA_SERVER_VERSIONS ?= 2.10.26 2.11.11 2.12.8 2.14.6
 ENV ?= local
 TOPOLOGY ?= topology/topology.yaml
 
-.PHONY: setup servers pulumi-engine local test test-fast lint typecheck bench clean constraints
+.PHONY: setup servers node-deps graphviz pulumi-engine kube-test-cluster go-tools local test test-fast lint typecheck bench clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,16 +17,34 @@ $(BIN)/python:
 
 # A stamp keyed on pyproject.toml: re-install only when the pins change.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,infra,prometheus]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,infra,prometheus,auth]"
 	touch $@
 
 # Re-pin every transitive dependency to what is installed now (after changing pyproject).
 constraints: | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev,infra,prometheus]"
+	$(BIN)/python -m pip install -q -e ".[dev,infra,prometheus,auth]"
 	( echo "# Exact versions that CI and the README's commands install (pip -c). Refresh: make constraints"; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e" ) > constraints.txt
 
-setup: $(VENV)/.installed servers
+setup: $(VENV)/.installed servers node-deps graphviz
+
+# The parsers that check `natstopo asyncapi` and `natstopo graph` in the tests (the official
+# AsyncAPI parser, Mermaid's own): exactly package-lock.json's versions, no install scripts.
+# Without npm the tests that need them skip locally and fail in CI (NATSTOPO_REQUIRE_NODE=1).
+node-deps: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else echo "npm not found: the AsyncAPI and Mermaid parser tests will skip"; fi
+
+# Graphviz's `dot` parses `natstopo graph --format dot` in the tests: Debian's package when
+# this runs as root with apt-get (as CI does); otherwise the test skips (CI requires it).
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	  else echo "dot not found (apt-get install graphviz): the dot parse test will skip"; fi; }
 
 servers: | $(BIN)/python
 	@for v in $(EXTRA_SERVER_VERSIONS); do \
@@ -43,6 +61,16 @@ servers: | $(BIN)/python
 pulumi-engine:
 	bash tools/pulumi-engine/build.sh
 
+# kube-apiserver and etcd for the API-server tests (marker `kube`), built from Go modules into
+# $(NATSTOPO_CACHE)/kube-test-cluster (cold: minutes on 2 cores; warm: a second).
+# See tools/kube-test-cluster/README.md.
+kube-test-cluster:
+	bash tools/kube-test-cluster/build.sh
+
+# Small Go tools the tests run (actionlint), built from Go modules into $(NATSTOPO_CACHE)/go-tools.
+go-tools:
+	bash tools/go-tools/build.sh
+
 # The main job on the embedded local default: validate the topology, start a local JetStream
 # server (store under $(NATSTOPO_CACHE)/local), apply the topology to it, check drift, stop.
 # `make local KEEP=1` leaves the server running for application services;
@@ -51,7 +79,7 @@ local: setup
 	$(BIN)/python tools/local_up.py $(TOPOLOGY) --env $(ENV) $(if $(KEEP),--keep) \
 	  $(if $(ALLOW_DESTRUCTIVE),--allow-destructive)
 
-test: setup pulumi-engine lint typecheck
+test: setup pulumi-engine kube-test-cluster go-tools lint typecheck
 	$(BIN)/python -m pytest
 
 test-fast: $(VENV)/.installed
@@ -68,4 +96,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/validate_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -19,6 +19,7 @@ from ._errors import (
     ConnectError,
     InvalidEnvelopeError,
     PayloadValidationError,
+    PermissionViolationError,
     ReconcileError,
     SetupError,
     StartupCheckError,
@@ -82,6 +83,7 @@ __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
     # errors
     "BusError",
     "PayloadValidationError",
+    "PermissionViolationError",
     "SetupError",
     "TopicNotDeclaredError",
     "TopologyError",

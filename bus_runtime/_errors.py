@@ -39,6 +39,13 @@ class TopologyError(BusError):
         where = f"{self.path}: " if self.path else ""
         return f"{self.file}:{self.line}:{self.column}: {self.severity}: {where}{self.message}"
 
+    def __reduce__(self) -> tuple[type[TopologyError], tuple[str, int, int, str, str, str]]:
+        # An exception pickles through its args, which a dataclass does not set.
+        return (
+            type(self),
+            (self.file, self.line, self.column, self.path, self.message, self.severity),
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "file": self.file,
@@ -183,3 +190,35 @@ class StartupCheckError(SetupError):
 
 class BusClosedError(BusError):
     """The bus is not started, or is stopping or stopped."""
+
+
+class PermissionViolationError(BusError):
+    """The server refused this connection a publish or a subscription (its permissions).
+
+    Attributes:
+        operation: `publish` or `subscribe`.
+        subject: The refused subject.
+        service: The service the connection runs as, when known.
+        queue: The queue group of a refused queue subscription, else None.
+    """
+
+    def __init__(
+        self, operation: str, subject: str, service: str | None = None, queue: str | None = None
+    ) -> None:
+        self.operation = operation
+        self.subject = subject
+        self.service = service
+        self.queue = queue
+        who = f"service `{service}`" if service else "this connection"
+        verb = "publish to" if operation == "publish" else "subscribe to"
+        group = f" (queue group `{queue}`)" if queue else ""
+        hint = (
+            f" (`natstopo auth show --service {service}` lists what it may use; is the "
+            "server's authorization rendered from the same topology?)"
+            if service
+            else ""
+        )
+        super().__init__(
+            f"the server refused {who} to {verb} `{subject}`{group}: its credentials do not "
+            f"allow it{hint}"
+        )

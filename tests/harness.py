@@ -110,6 +110,9 @@ class NatsServer:
         http_port: Monitoring port (`/healthz`, `/jsz`).
         cluster_port: Route port when part of a cluster, else None.
         routes: Route URLs of the other cluster members.
+        extra_conf: Config text appended as it is.
+        includes: Files written beside the config (name -> text) and included by it, e.g.
+            an authorization block; `write_include` and `reload` change one while it runs.
     """
 
     binary: ServerBinary
@@ -121,6 +124,7 @@ class NatsServer:
     cluster_name: str | None = None
     routes: list[str] = field(default_factory=list)
     extra_conf: str = ""
+    includes: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -154,9 +158,47 @@ class NatsServer:
                 "}",
             ]
         conf.append(self.extra_conf)
+        for name, text in self.includes.items():
+            self.write_include(name, text)
+            # The server resolves an include relative to the including file.
+            conf.append(f'include "{self._include_path(name).name}"')
         path = self.store_dir.parent / f"{self.name}.conf"
         path.write_text("\n".join(conf) + "\n")
         return path
+
+    def _include_path(self, name: str) -> Path:
+        return self.store_dir.parent / f"{self.name}.{name}"
+
+    def write_include(self, name: str, text: str) -> None:
+        """Write the included file `name` (0600: it may hold password hashes)."""
+        self.includes[name] = text
+        path = self._include_path(name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+    def config_load_time(self) -> str | None:
+        varz = _http_json(f"http://127.0.0.1:{self.http_port}/varz")
+        value = varz.get("config_load_time") if varz else None
+        return value if isinstance(value, str) else None
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """Reload the configuration (SIGHUP) and wait until the server reports it loaded.
+
+        Raises:
+            HarnessError: The server did not report a new load time (e.g. the new text is
+                invalid: the server then keeps running on the old one and logs why).
+        """
+        assert self.proc is not None, "reload() on a stopped server"
+        before = self.config_load_time()
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.config_load_time()
+            if now is not None and now != before:
+                return
+            time.sleep(0.05)
+        raise HarnessError(f"{self.name}: config not reloaded in {timeout}s\n{self.log_tail()}")
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the process and wait until it accepts client connections."""
@@ -275,13 +317,29 @@ class NatsCluster:
 
 
 @contextlib.contextmanager
-def running_server(binary: ServerBinary | None = None, name: str = "solo") -> Iterator[NatsServer]:
-    """A single JetStream server, stopped on exit."""
+def running_server(
+    binary: ServerBinary | None = None,
+    name: str = "solo",
+    *,
+    extra_conf: str = "",
+    includes: dict[str, str] | None = None,
+) -> Iterator[NatsServer]:
+    """A single JetStream server, stopped on exit.
+
+    `extra_conf` is appended to its config; `includes` (file name -> text) are written
+    beside it and included (an authorization block, feature flags).
+    """
     binary = binary or available_servers()[-1]
     with tempfile.TemporaryDirectory(prefix="natstopo-nats-") as tmp:
         store = Path(tmp) / name
         store.mkdir()
-        server = NatsServer(binary=binary, name=name, store_dir=store)
+        server = NatsServer(
+            binary=binary,
+            name=name,
+            store_dir=store,
+            extra_conf=extra_conf,
+            includes=dict(includes or {}),
+        )
         try:
             _start_with_port_retry(server)
             server.wait_jetstream()
@@ -305,9 +363,17 @@ def _start_with_port_retry(server: NatsServer, attempts: int = 3) -> None:
 
 @contextlib.contextmanager
 def running_cluster(
-    binary: ServerBinary | None = None, size: int = 3, name: str = "natstopo", attempts: int = 3
+    binary: ServerBinary | None = None,
+    size: int = 3,
+    name: str = "natstopo",
+    attempts: int = 3,
+    *,
+    extra_conf: str = "",
+    includes: dict[str, str] | None = None,
 ) -> Iterator[NatsCluster]:
     """A `size`-node JetStream cluster with an elected meta leader, stopped on exit.
+
+    Every node gets the same `extra_conf` and `includes` (see `running_server`).
 
     Ports are picked free a moment before the servers bind them; another process can take
     one in between (outgoing connections use the same range), so a node that cannot bind
@@ -316,7 +382,7 @@ def running_cluster(
     binary = binary or available_servers()[-1]
     for attempt in range(attempts):
         with tempfile.TemporaryDirectory(prefix="natstopo-cluster-") as tmp:
-            cluster = _new_cluster(binary, size, name, Path(tmp))
+            cluster = _new_cluster(binary, size, name, Path(tmp), extra_conf, includes or {})
             try:
                 try:
                     for n in cluster.nodes:
@@ -332,7 +398,14 @@ def running_cluster(
                 cluster.stop()
 
 
-def _new_cluster(binary: ServerBinary, size: int, name: str, tmp: Path) -> NatsCluster:
+def _new_cluster(
+    binary: ServerBinary,
+    size: int,
+    name: str,
+    tmp: Path,
+    extra_conf: str = "",
+    includes: dict[str, str] | None = None,
+) -> NatsCluster:
     route_ports = [free_port() for _ in range(size)]
     nodes = []
     for i in range(size):
@@ -347,6 +420,8 @@ def _new_cluster(binary: ServerBinary, size: int, name: str, tmp: Path) -> NatsC
                 cluster_port=route_ports[i],
                 cluster_name=name,
                 routes=routes,
+                extra_conf=extra_conf,
+                includes=dict(includes or {}),
             )
         )
     return NatsCluster(nodes)

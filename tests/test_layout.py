@@ -106,8 +106,10 @@ ALLOWED = {
     "topology": {"topology"},
     "jetstream": {"jetstream", "topology"},
     "reconcile": {"reconcile", "jetstream", "topology"},
-    "bus": {"bus", "jetstream", "topology", "reconcile"},
-    "cli": {"cli", "bus", "jetstream", "topology", "reconcile"},
+    "bus": {"bus", "jetstream", "topology", "reconcile", "security"},
+    "review": {"review", "jetstream", "topology", "reconcile"},
+    "cli": {"cli", "bus", "jetstream", "topology", "reconcile", "review", "security"},
+    "security": {"security", "topology", "jetstream"},
     "contrib": {"contrib", "bus"},
 }
 

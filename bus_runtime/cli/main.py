@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,14 +18,19 @@ from .._errors import BusError
 from .common import EXIT_ERROR, Parser, error_line
 
 # Every command module, in the order `natstopo --help` lists them.
-COMMAND_MODULES = ("validate", "reconcile", "dlq")
+COMMAND_MODULES = ("validate", "diff", "reconcile", "dlq", "docs", "auth")
 _MODULE_OF = {
     "validate": "validate",
+    "diff": "diff",
     "plan": "reconcile",
     "apply": "reconcile",
     "drift": "reconcile",
     "import": "reconcile",
     "dlq": "dlq",
+    "asyncapi": "docs",
+    "graph": "docs",
+    "codegen": "docs",
+    "auth": "auth",
 }
 
 
@@ -63,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("natstopo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`natstopo diff ... | head`): nothing more to say to it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
     return code
 
 

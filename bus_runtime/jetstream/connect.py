@@ -1,7 +1,8 @@
 """Connection options for NATS, from command-line flags or the environment, and `connect`.
 
 One place for servers, user/password, token, credentials file, nkey seed, TLS and the
-JetStream domain or API prefix, used by the reconciler's commands and by the runtime. A
+JetStream domain or API prefix, and the inbox prefix (the one the server's permissions let
+this identity subscribe to), used by the reconciler's commands and by the runtime. A
 failed connection is one `ConnectError` line (`cannot connect to nats://127.0.0.1:4333:
 connection refused`), after trying each server a bounded number of times: a command never
 hangs in a reconnect loop.
@@ -9,7 +10,7 @@ hangs in a reconnect loop.
 Secrets never appear in a message: `redact` masks the password or token of a URL
 (`nats://alice:***@host`), `ConnectOptions.redact` every secret the options hold. A
 `tls://` URL or any `--tls-*` option makes TLS required: a server that does not offer it
-is refused before any credentials are sent.
+is refused before any credentials are sent (`new_client`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ ENV_NKEY = "NATS_NKEY"
 ENV_CA = "NATS_CA"
 ENV_CERT = "NATS_CERT"
 ENV_KEY = "NATS_KEY"
+# Not a NATS CLI variable: the prefix of this identity's reply inboxes (`_INBOX.<service>`),
+# written by `natstopo auth render` beside the credentials it belongs to.
+ENV_INBOX_PREFIX = "NATS_INBOX_PREFIX"
 ENV_JS_DOMAIN = "NATS_JS_DOMAIN"
 ENV_JS_API_PREFIX = "NATS_JS_API_PREFIX"
 MASK = "***"
@@ -77,6 +81,8 @@ class ConnectOptions:
         tls_ca: CA certificate file to verify the server.
         tls_cert: Client certificate file (mutual TLS, with `tls_key`).
         tls_key: Client private key file.
+        inbox_prefix: Prefix of reply inboxes (None: nats-py's `_INBOX`); with per-service
+            permissions, the only inboxes this identity may subscribe to.
         connect_timeout: Seconds to wait for each connection attempt.
         max_reconnect_attempts: Attempts per server before giving up (first connect too).
         name: Client name shown in the server's connection list.
@@ -94,6 +100,7 @@ class ConnectOptions:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    inbox_prefix: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_reconnect_attempts: int = 2
     name: str = "natstopo"
@@ -144,6 +151,7 @@ class ConnectOptions:
             "tls_ca": env.get(ENV_CA) or None,
             "tls_cert": env.get(ENV_CERT) or None,
             "tls_key": env.get(ENV_KEY) or None,
+            "inbox_prefix": env.get(ENV_INBOX_PREFIX) or None,
             "js_domain": env.get(ENV_JS_DOMAIN) or None,
             "js_api_prefix": env.get(ENV_JS_API_PREFIX) or None,
         }
@@ -167,6 +175,35 @@ class ConnectOptions:
             if importlib.util.find_spec("nkeys") is None:
                 return f"a {what} file needs the nkeys package: pip install 'natstopo[nkeys]' (or 'nats-py[nkeys]')"
         return None
+
+    def auth_kwargs(self) -> dict[str, object]:
+        """`nats.connect` keyword arguments for authentication, TLS and the inbox prefix.
+
+        Raises:
+            ConnectError: A credentials, nkey seed or TLS file cannot be used.
+        """
+        kwargs: dict[str, object] = {}
+        if self.user is not None:
+            kwargs["user"] = self.user
+            kwargs["password"] = self.password or ""
+        if self.token is not None:
+            kwargs["token"] = self.token
+        problem = self.file_problem()
+        if problem:
+            raise ConnectError(self.shown_servers, problem)
+        if self.creds is not None:
+            kwargs["user_credentials"] = self.creds
+        if self.nkey_seed is not None:
+            kwargs["nkeys_seed"] = self.nkey_seed
+        try:
+            tls = self.tls_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(self.shown_servers, f"cannot load TLS files: {exc}") from exc
+        if tls is not None:
+            kwargs["tls"] = tls
+        if self.inbox_prefix is not None:
+            kwargs["inbox_prefix"] = self.inbox_prefix
+        return kwargs
 
     def tls_context(self) -> ssl.SSLContext | None:
         """An SSL context when any TLS option is set, else None (plain or tls:// URLs)."""
@@ -208,6 +245,12 @@ def add_connect_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--tls-key", default=None, metavar="FILE", help=f"client key (${ENV_KEY})")
     g.add_argument(
+        "--inbox-prefix",
+        default=None,
+        metavar="PREFIX",
+        help=f"prefix of reply inboxes that the server lets this identity read (${ENV_INBOX_PREFIX})",
+    )
+    g.add_argument(
         "--js-domain",
         default=None,
         metavar="DOMAIN",
@@ -243,6 +286,7 @@ def options_from_args(
         tls_ca=args.tls_ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        inbox_prefix=getattr(args, "inbox_prefix", None),
         connect_timeout=args.connect_timeout,
         js_domain=getattr(args, "js_domain", None),
         js_api_prefix=getattr(args, "js_api_prefix", None),
@@ -271,6 +315,16 @@ class _TlsRequiredClient(Client):
                 raise TlsNotOfferedError()
             info["tls_required"] = True
         await super()._process_info(info, initial_connection)
+
+
+def new_client(options: ConnectOptions) -> Client:
+    """The client to connect with `options`: one that refuses a server without TLS before
+    sending credentials when TLS is required (`tls://` or a TLS option), else nats-py's.
+
+    Connect it with `await client.connect(**kwargs)` (kwargs from `auth_kwargs()` and the
+    caller's own); the runtime's bus can use it the same way.
+    """
+    return _TlsRequiredClient() if options.tls_required else Client()
 
 
 def _reason(exc: BaseException | None, timeout: float) -> str:
@@ -324,25 +378,8 @@ async def connect(options: ConnectOptions | None = None) -> Client:
         "reconnect_time_wait": 0.2,
         "error_cb": on_error,
     }
-    if options.user is not None:
-        kwargs["user"] = options.user
-        kwargs["password"] = options.password or ""
-    if options.token is not None:
-        kwargs["token"] = options.token
-    problem = options.file_problem()
-    if problem:
-        raise ConnectError(options.shown_servers, problem)
-    if options.creds is not None:
-        kwargs["user_credentials"] = options.creds
-    if options.nkey_seed is not None:
-        kwargs["nkeys_seed"] = options.nkey_seed
-    try:
-        tls = options.tls_context()
-    except (OSError, ssl.SSLError) as exc:
-        raise ConnectError(options.shown_servers, f"cannot load TLS files: {exc}") from exc
-    if tls is not None:
-        kwargs["tls"] = tls
-    client = _TlsRequiredClient() if options.tls_required else Client()
+    kwargs.update(options.auth_kwargs())
+    client = new_client(options)
     try:
         await client.connect(**kwargs)  # type: ignore[arg-type]
         return client

@@ -166,7 +166,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "ack_policy": "none",
     "ack_wait": 30 * SECOND,  # backoff[0] with a backoff; none with ack_policy none
     "max_deliver": -1,
-    "backoff": (),
+    "backoff": [],
     "max_ack_pending": 1000,  # none with ack_policy none
     "deliver_policy": "all",
     "opt_start_seq": 0,

@@ -21,7 +21,7 @@ from .._errors import TopologyError, TopologyValidationError
 from .checks import TopologyChecker
 from .model import Topology
 from .schema import topology_schema
-from .yaml_source import load_yaml
+from .yaml_source import Locations, load_yaml
 
 DEFAULT_TOPOLOGY = "topology/topology.yaml"
 TOPOLOGY_ENV_VAR = "BUS_TOPOLOGY"
@@ -31,6 +31,7 @@ __all__ = [
     "TOPOLOGY_ENV_VAR",
     "check_topology",
     "default_topology_path",
+    "load_every_environment",
     "load_topology",
     "parse_topology",
     "topology_schema",
@@ -94,7 +95,29 @@ def parse_topology(
 ) -> tuple[Topology | None, list[TopologyError]]:
     """Validate topology text (see `check_topology`); `base_dir` resolves schema paths."""
     with _gc_paused():
-        return _parse(text, file, base_dir, environment, all_environments)
+        return _parse(text, file, base_dir, environment, all_environments, None)
+
+
+def load_every_environment(
+    path: str | os.PathLike[str], places: list[Locations] | None = None
+) -> tuple[dict[str | None, Topology], list[TopologyError]]:
+    """The base model (key None) and one model per declared environment, from one parse.
+
+    What `natstopo diff` compares: the YAML, the schema check and the references are done
+    once; only the effective settings are built per environment. Empty when invalid.
+    `places`, when given, receives the file's key places (where each setting is written).
+    """
+    file = str(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, [TopologyError(file, 0, 0, "", "file not found")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, [TopologyError(file, 0, 0, "", f"cannot read the file: {exc}")]
+    models: dict[str | None, Topology] = {}
+    with _gc_paused():
+        _, errors = _parse(text, file, Path(file).parent, None, True, models, places)
+    return ({} if errors else models), errors
 
 
 @contextlib.contextmanager
@@ -120,8 +143,12 @@ def _parse(
     base_dir: Path | None,
     environment: str | None,
     all_environments: bool,
+    models: dict[str | None, Topology] | None,
+    places: list[Locations] | None = None,
 ) -> tuple[Topology | None, list[TopologyError]]:
     data, locs, errors = load_yaml(text, file)
+    if places is not None:
+        places.append(locs)
     if errors and data is None:
         # Syntax errors stop here; duplicate keys are reported with everything else.
         return None, errors
@@ -171,7 +198,9 @@ def _parse(
             base_warnings = set(checker.warnings)
             for env in envs:
                 start, wstart = len(checker.errors), len(checker.warnings)
-                checker.build(env)
+                built = checker.build(env)
+                if models is not None and built is not None:
+                    models[env] = built
                 checker.errors[start:] = [
                     _in_environment(e, env) for e in checker.errors[start:] if e not in base
                 ]
@@ -184,6 +213,8 @@ def _parse(
                 # The base model reports what any environment would warn about too.
                 warnings = tuple(sorted(set(checker.warnings)))
                 topology = dataclasses.replace(topology, warnings=warnings)
+    if models is not None and topology is not None:
+        models[None] = topology
     all_errors = sorted(set(errors + checker.errors))
     return (None if all_errors else topology), all_errors
 

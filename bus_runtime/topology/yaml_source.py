@@ -48,6 +48,8 @@ class Locations:
     file: str
     root: yaml.Node | None = None
     _index: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = field(default_factory=dict)
+    # of_key's answers: every environment's build asks for the same places again.
+    _key_places: dict[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict)
 
     def _children(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """Key -> (key node, value node) of one mapping, indexed on first use."""
@@ -78,6 +80,10 @@ class Locations:
                 return None
         return _mark(node) if node is not None else None
 
+    def find_key(self, path: Path) -> tuple[int, int] | None:
+        """The key's place when `path` exists in the file, else None (no fallback)."""
+        return self._find(tuple(path), True) if path else None
+
     def of_value(self, path: Path) -> tuple[int, int]:
         """The value's place; falls back to the nearest enclosing place that is known."""
         p = tuple(path)
@@ -92,6 +98,14 @@ class Locations:
     def of_key(self, path: Path) -> tuple[int, int]:
         """The key's place (for unknown or misspelt keys); falls back to the value's."""
         p = tuple(path)
+        known = self._key_places.get(p)
+        if known is not None:
+            return known
+        place = self._of_key(p)
+        self._key_places[p] = place
+        return place
+
+    def _of_key(self, p: tuple[str | int, ...]) -> tuple[int, int]:
         if p:
             found = self._find(p, True)
             if found is not None:

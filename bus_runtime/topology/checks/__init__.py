@@ -49,9 +49,22 @@ class TopologyChecker(SchemaMessages, StreamChecks):
                     )
                 else:
                     dl_sources.setdefault(dl, []).append(sname)
+        layout = tuple(
+            (
+                sname,
+                self._value(settings[sname], "subject_prefix"),
+                tuple(dl_sources.get(sname, ())),
+            )
+            for sname in streams_data
+        )
+        # Subject overlap is a property of the layout: checked once per distinct layout.
+        check_subjects = layout not in self._layouts_checked
+        self._layouts_checked.add(layout)
         index: SubjectIndex[tuple[str, str, KeyPath]] = SubjectIndex()
         for sname, s in streams_data.items():
-            stream = self._build_stream(env, sname, s, settings, dl_sources.get(sname, []), index)
+            stream = self._build_stream(
+                env, sname, s, settings, dl_sources.get(sname, []), index, check_subjects
+            )
             if stream is not None:
                 built.append(stream)
         return Topology(

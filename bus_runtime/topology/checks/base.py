@@ -84,6 +84,11 @@ class CheckerBase:
     # Key paths whose value the schema already refused: not parsed again.
     bad_paths: set[KeyPath] = field(default_factory=set)
     _schemas: dict[str, tuple[Mapping[str, Any] | None, str | None]] = field(default_factory=dict)
+    # What does not depend on the environment, kept from the first build that made it:
+    # a stream's topics by (stream, subject prefix), and the subject layouts whose
+    # overlap was already checked (environments only change settings, rarely subjects).
+    _topics_built: dict[tuple[str, str], tuple[list[Any], list[Any]]] = field(default_factory=dict)
+    _layouts_checked: set[tuple[Any, ...]] = field(default_factory=set)
 
     # -- helpers ---------------------------------------------------------------------
     def err(self, path: KeyPath, message: str, *, at_key: bool = False) -> None:

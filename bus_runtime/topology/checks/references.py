@@ -218,6 +218,13 @@ class ReferenceChecks(CheckerBase):
                 path, f"payload schema `{rel}` is not a valid JSON Schema at {where}: {exc.message}"
             )
             return self._schemas[rel]
+        except RecursionError:
+            self.err(
+                path,
+                f"payload schema `{rel}` is nested too deeply to check (keep it under about "
+                "50 levels of properties and items)",
+            )
+            return self._schemas[rel]
         digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
         result: tuple[Mapping[str, Any] | None, str | None] = (schema, digest)
         self._schemas[rel] = result

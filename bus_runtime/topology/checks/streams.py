@@ -34,29 +34,12 @@ ZERO_MEANS_UNLIMITED = (
 class StreamChecks(ConsumerChecks):
     """Builds a stream of one environment, with its consumers."""
 
-    def _build_stream(
-        self,
-        env: str | None,
-        sname: str,
-        s: dict[str, Any],
-        settings: dict[str, dict[str, Setting]],
-        dl_sources: list[str],
-        index: SubjectIndex[tuple[str, str, KeyPath]],
-    ) -> Stream | None:
-        spath: KeyPath = ("streams", sname)
-        if spath in self.bad_paths:
-            return None
-        ss = settings[sname]
-        values = {k: self._value(ss, k) for k in STREAM_SETTINGS}
-        if values["duplicate_window"] == 0:
-            values["duplicate_window"] = None  # the server reads 0 as "its default" (2m)
-        for key in ZERO_MEANS_UNLIMITED:
-            if values[key] == 0:
-                values[key] = -1  # the server stores 0 as -1 (measured): say it its way
-        prefix = values["subject_prefix"] if isinstance(values["subject_prefix"], str) else sname
-        # -- topics and subjects
+    def _build_topics(
+        self, spath: KeyPath, sname: str, s: dict[str, Any], prefix: str
+    ) -> tuple[list[Topic], list[tuple[str, str, KeyPath]]]:
+        """A stream's topics and their subjects (subject, what, where)."""
         topics: list[Topic] = []
-        subjects: list[tuple[str, str, KeyPath]] = []  # (subject, what, where)
+        subjects: list[tuple[str, str, KeyPath]] = []
         for tname, t in self._topics(s).items():
             tpath: KeyPath = (*spath, "topics", tname)
             if (*spath, "topics", tname) in self.bad_paths:
@@ -88,6 +71,36 @@ class StreamChecks(ConsumerChecks):
                 )
             )
             subjects.append((subject, f"topic `{tname}`", tpath))
+        return topics, subjects
+
+    def _build_stream(
+        self,
+        env: str | None,
+        sname: str,
+        s: dict[str, Any],
+        settings: dict[str, dict[str, Setting]],
+        dl_sources: list[str],
+        index: SubjectIndex[tuple[str, str, KeyPath]],
+        check_subjects: bool = True,
+    ) -> Stream | None:
+        spath: KeyPath = ("streams", sname)
+        if spath in self.bad_paths:
+            return None
+        ss = settings[sname]
+        values = {k: self._value(ss, k) for k in STREAM_SETTINGS}
+        if values["duplicate_window"] == 0:
+            values["duplicate_window"] = None  # the server reads 0 as "its default" (2m)
+        for key in ZERO_MEANS_UNLIMITED:
+            if values[key] == 0:
+                values[key] = -1  # the server stores 0 as -1 (measured): say it its way
+        prefix = values["subject_prefix"] if isinstance(values["subject_prefix"], str) else sname
+        # -- topics and subjects (the same in every environment with this prefix)
+        built = self._topics_built.get((sname, prefix))
+        if built is None:
+            built = self._build_topics(spath, sname, s, prefix)
+            self._topics_built[(sname, prefix)] = built
+        topics: list[Topic] = list(built[0])
+        subjects: list[tuple[str, str, KeyPath]] = list(built[1])  # (subject, what, where)
         for origin in dl_sources:
             origin_dl = settings[origin].get("dead_letter")
             where = self._where(origin_dl, ("streams", origin))
@@ -99,7 +112,7 @@ class StreamChecks(ConsumerChecks):
                 "stream's `dead_letter`",
                 at_key=True,
             )
-        for subject, what, where in subjects:
+        for subject, what, where in subjects if check_subjects else ():
             for other_subject, (other_stream, other_what, _) in index.overlapping(subject):
                 if other_stream == sname:
                     self.err(

@@ -1,0 +1,62 @@
+"""Security from the topology: what each service may publish and consume, enforced by NATS.
+
+- `permissions`: per identity (each service, `admin`, `monitor`), the subjects it may
+  publish to and subscribe to, derived from the model;
+- `authorization`: the server's authorization include (an account with users whose
+  passwords are bcrypt hashes or whose keys are public nkeys, and a system account);
+- `credentials`: making and keeping credentials (`natstopo auth render`), `NATS_*` env
+  files, and the `nats.connect` keyword arguments a service needs, inbox prefix included;
+- `violations`: the server's permission violations as `PermissionViolationError`.
+
+Only the standard library and nats-py are needed to connect; making credentials needs
+the `auth` extra (bcrypt, nkeys).
+"""
+
+from .authorization import PublicCredential, render_authorization
+from .credentials import (
+    CredentialStore,
+    MissingExtraError,
+    RenderResult,
+    connect_kwargs,
+    read_env_file,
+    service_connect_options,
+)
+from .permissions import (
+    ADMIN,
+    MONITOR,
+    Permissions,
+    account_hash,
+    ack_subjects,
+    admin_permissions,
+    all_permissions,
+    inbox_prefix,
+    monitor_permissions,
+    service_permissions,
+)
+from .violations import permission_violation
+
+__all__ = [  # noqa: RUF022 - grouped by module
+    # permissions
+    "ADMIN",
+    "MONITOR",
+    "Permissions",
+    "account_hash",
+    "ack_subjects",
+    "admin_permissions",
+    "all_permissions",
+    "inbox_prefix",
+    "monitor_permissions",
+    "service_permissions",
+    # authorization
+    "PublicCredential",
+    "render_authorization",
+    # credentials
+    "CredentialStore",
+    "MissingExtraError",
+    "RenderResult",
+    "connect_kwargs",
+    "read_env_file",
+    "service_connect_options",
+    # violations
+    "permission_violation",
+]

@@ -1,0 +1,688 @@
+"""The generated authorization against real servers (2.10 and the newest): the server is the oracle.
+
+Every server here runs with the `auth.conf` that `CredentialStore.render` makes for the
+shipped topology, and every client connects with exactly one identity's env file (its
+credentials and inbox prefix) through `connect_kwargs`. What a service may do is shown by
+doing it; what it may not is shown by the server's own permission violation for that very
+subject (waited for, not slept on) and, where something could have changed, by the admin
+reading the state afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+from harness import NatsServer, ServerBinary, available_servers, running_cluster, running_server
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from bus_runtime import EventPayload, apply_plan, load_topology, plan_changes
+from bus_runtime._errors import ConnectError, PermissionViolationError
+from bus_runtime.jetstream.connect import ConnectOptions, connect
+from bus_runtime.security import (
+    ADMIN,
+    MONITOR,
+    CredentialStore,
+    account_hash,
+    connect_kwargs,
+    permission_violation,
+    read_env_file,
+)
+from bus_runtime.topology.model import Topology
+
+pytestmark = pytest.mark.nats
+
+REPO = Path(__file__).resolve().parent.parent
+# The oldest and the newest server, as conftest's `_each` fixtures (a module named
+# conftest is not importable from here when tests/e2e has one too).
+_ALL = available_servers()
+SERVERS = sorted({_ALL[0], _ALL[-1]}) if _ALL else []
+
+
+def _ids(binaries: list[ServerBinary]) -> list[str]:
+    return [f"nats-{b.version_str}" for b in binaries]
+
+
+SHIPPED = REPO / "topology" / "topology.yaml"
+# The lowest bcrypt cost: the server checks a hash at every connect, and these tests
+# connect a few hundred times; the cost changes nothing else.
+COST = 4
+NEWEST = SERVERS[-1] if SERVERS else None
+V2_FLAG = "feature_flags { js_ack_fc_v2: true }"
+# The server answers a refused publish or subscription at once; this only bounds a failure.
+VIOLATION_WAIT = 5.0
+
+
+def render(
+    directory: Path, env: str | None = "dev", **kw: object
+) -> tuple[Topology, CredentialStore]:
+    topology = load_topology(SHIPPED, env)
+    store = CredentialStore(directory)
+    store.render(topology, cost=COST, **kw)  # type: ignore[arg-type]
+    return topology, store
+
+
+@dataclass
+class Identity:
+    """One connection made with exactly one identity's env file, and what the server said."""
+
+    name: str
+    nc: Client
+    errors: asyncio.Queue[Exception] = field(default_factory=asyncio.Queue)
+
+    async def violation(self, subject: str) -> PermissionViolationError:
+        """The server's permission violation for `subject` (other errors are kept out)."""
+        async with asyncio.timeout(VIOLATION_WAIT):
+            while True:
+                err = permission_violation(await self.errors.get(), self.name, [subject])
+                if err is not None and err.subject == subject:
+                    return err
+
+    async def refused_publish(self, subject: str, reply: str | None = None) -> None:
+        await self.nc.publish(subject, b"{}", reply=reply or self.nc.new_inbox())
+        err = await self.violation(subject)
+        assert err.operation == "publish"
+        assert err.service == self.name and self.name in str(err) and subject in str(err)
+
+    async def refused_subscribe(self, subject: str) -> None:
+        sub = await self.nc.subscribe(subject)
+        err = await self.violation(subject)
+        assert err.operation == "subscribe"
+        await sub.unsubscribe()
+
+
+async def connect_as(
+    url: str | list[str],
+    store: CredentialStore,
+    name: str,
+    options: dict[str, object] | None = None,
+    **extra: object,
+) -> Identity:
+    """Connect as `name` with its env file (`options` override it, `extra` go to nats-py)."""
+    errors: asyncio.Queue[Exception] = asyncio.Queue()
+
+    async def on_error(exc: Exception) -> None:
+        errors.put_nowait(exc)
+
+    kwargs = connect_kwargs(name, env={}, env_file=store.env_path(name), **(options or {}))
+    nc = await nats.connect(
+        servers=[url] if isinstance(url, str) else url,
+        error_cb=on_error,
+        allow_reconnect=False,
+        **kwargs,
+        **extra,
+    )  # type: ignore[arg-type]
+    return Identity(name, nc, errors)
+
+
+async def provision(url: str | list[str], store: CredentialStore, topology: Topology) -> None:
+    """The admin identity applies the whole topology with the reconciler; nothing is left."""
+    admin = await connect_as(url, store, ADMIN)
+    try:
+        plan = await plan_changes(admin.nc, topology)
+        await apply_plan(admin.nc, plan)
+        again = await plan_changes(admin.nc, topology)
+        assert not again.has_changes, again.to_text()
+    finally:
+        await admin.nc.close()
+
+
+def tokens_for(subject: str) -> str:
+    return subject.replace("*", "iris")
+
+
+@pytest.fixture(params=SERVERS, ids=_ids(SERVERS))
+def secured(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[NatsServer, Topology, CredentialStore]]:
+    topology, store = render(tmp_path / "auth")
+    with running_server(
+        request.param, includes={"auth.conf": store.auth_path.read_text()}
+    ) as server:
+        yield server, topology, store
+
+
+@pytest.fixture
+async def provisioned(
+    secured: tuple[NatsServer, Topology, CredentialStore],
+) -> AsyncIterator[tuple[NatsServer, Topology, CredentialStore]]:
+    server, topology, store = secured
+    await provision(server.url, store, topology)
+    yield server, topology, store
+
+
+async def _stream_states(
+    url: str, store: CredentialStore, topology: Topology
+) -> dict[str, dict[str, object]]:
+    admin = await connect_as(url, store, ADMIN)
+    try:
+        js = admin.nc.jetstream()
+        out: dict[str, dict[str, object]] = {}
+        for s in topology.streams:
+            info = await js.stream_info(s.name)
+            consumers = {}
+            for c in s.consumers:
+                ci = await js.consumer_info(s.name, c.name)
+                consumers[c.name] = (
+                    ci.delivered.stream_seq,
+                    ci.ack_floor.stream_seq,
+                    ci.num_pending,
+                )
+            out[s.name] = {
+                "last_seq": info.state.last_seq,
+                "messages": info.state.messages,
+                "consumers": consumers,
+            }
+        return out
+    finally:
+        await admin.nc.close()
+
+
+async def test_each_service_publishes_its_topics_and_consumes_through_its_own_consumers(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    server, topology, store = provisioned
+    published: dict[str, int] = {}
+    for svc in topology.services:
+        topics = topology.topics_published_by(svc.name)
+        if not topics:
+            continue
+        me = await connect_as(server.url, store, svc.name)
+        js = me.nc.jetstream()
+        for t in topics:
+            subject = tokens_for(t.subject)
+            ack = await js.publish(subject, json.dumps({"by": svc.name}).encode())
+            assert ack.stream == t.stream
+            published[subject] = published.get(subject, 0) + 1
+        assert me.errors.empty(), list(me.errors._queue)  # type: ignore[attr-defined]
+        await me.nc.close()
+
+    for svc in topology.services:
+        consumers = topology.consumers_of(svc.name)
+        if not consumers:
+            continue
+        me = await connect_as(server.url, store, svc.name)
+        js = me.nc.jetstream()
+        for c in consumers:
+            expected = sum(
+                n
+                for subj, n in published.items()
+                if any(topology.topic(t).matches(subj) for t in c.topics)
+            )
+            assert expected > 0, f"{c.name}: nothing published for it"
+            sub = await js.pull_subscribe_bind(c.name, c.stream)  # CONSUMER.INFO, then MSG.NEXT
+            got: list[Msg] = []
+            while len(got) < expected:
+                got += await sub.fetch(expected - len(got), timeout=5)
+            for i, msg in enumerate(got):
+                assert msg.reply.startswith(f"$JS.ACK.{c.stream}.{c.name}.")
+                # ack_sync: the server confirms it took the ack (a refused ack would time out).
+                await (msg.ack_sync() if i == 0 else msg.ack())
+            await sub.unsubscribe()
+        await me.nc.flush()
+        assert me.errors.empty(), list(me.errors._queue)  # type: ignore[attr-defined]
+        await me.nc.close()
+
+    # Every message was taken and acked through its consumer: the server's own count.
+    states = await _stream_states(server.url, store, topology)
+    for s in topology.streams:
+        for c in s.consumers:
+            delivered, ack_floor, pending = states[s.name]["consumers"][c.name]  # type: ignore[index]
+            assert pending == 0 and delivered == ack_floor, (c.name, delivered, ack_floor, pending)
+    assert states["TAX_AGENT_JOBS"]["messages"] == 0  # work queue: acked jobs are gone
+
+
+def _others_consumer(topology: Topology, service: str) -> tuple[str, str]:
+    for c in topology.consumers:
+        if c.service != service:
+            return c.stream, c.name
+    raise AssertionError("no consumer of another service")
+
+
+def _others_topic(topology: Topology, service: str) -> str:
+    for t in topology.topics:
+        if service not in t.publishers:
+            return tokens_for(t.subject)
+    raise AssertionError("no topic of another service")
+
+
+async def test_a_service_is_refused_everything_it_does_not_declare(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """Each service in turn as the attacker, with its own valid credentials."""
+    server, topology, store = provisioned
+    before = await _stream_states(server.url, store, topology)
+    account = topology.name
+    for svc in topology.services:
+        me = await connect_as(server.url, store, svc.name)
+        stream, other = _others_consumer(topology, svc.name)
+        mine = topology.consumers_of(svc.name)
+        own_stream, own = (mine[0].stream, mine[0].name) if mine else (stream, other)
+        victim = next(s.name for s in topology.services if s.name != svc.name)
+        for subject in (
+            _others_topic(topology, svc.name),  # publishing another service's topic
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{other}",  # fetching through another's consumer
+            f"$JS.ACK.{stream}.{other}.1.1.1.1.0",  # acking for another's consumer (v1)
+            f"$JS.ACK._.{account_hash(account)}.{stream}.{other}.1.1.1.1.0",  # (v2)
+            f"$JS.API.CONSUMER.INFO.{stream}.{other}",
+            "$JS.API.STREAM.CREATE.EVIL",
+            f"$JS.API.STREAM.UPDATE.{own_stream}",
+            f"$JS.API.STREAM.PURGE.{own_stream}",
+            f"$JS.API.STREAM.DELETE.{own_stream}",
+            f"$JS.API.STREAM.MSG.DELETE.{own_stream}",
+            f"$JS.API.STREAM.MSG.GET.{own_stream}",
+            f"$JS.API.DIRECT.GET.{own_stream}",
+            f"$JS.API.DIRECT.GET.{own_stream}.tax.user.login",
+            f"$JS.API.CONSUMER.CREATE.{own_stream}.evil",
+            f"$JS.API.CONSUMER.CREATE.{own_stream}.{own}",  # not even its own: no update
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{own_stream}.evil",
+            f"$JS.API.CONSUMER.DELETE.{own_stream}.{own}",
+            f"$JS.API.CONSUMER.LIST.{own_stream}",
+            "$JS.API.STREAM.LIST",
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.INFO",
+            f"_INBOX.{victim}.abc",  # forging a reply to another service
+            f"$JS.API.CONSUMER.CREATE.{own_stream}",  # an ephemeral consumer
+            f"$JS.API.CONSUMER.PAUSE.{own_stream}.{own}",
+            f"$JS.API.CONSUMER.RESET.{own_stream}.{own}",
+            f"$JS.API.CONSUMER.UNPIN.{own_stream}.{own}",
+            f"$JS.API.STREAM.LEADER.STEPDOWN.{own_stream}",
+            "$JS.API.META.LEADER.STEPDOWN",
+            "$JS.API.SERVER.REMOVE",
+            "$JS.API.ACCOUNT.PURGE.tax-agent",
+            "$KV.config.key",
+            "$SYS.REQ.SERVER.PING.CONNZ",
+        ):
+            await me.refused_publish(subject)
+        for subject in (
+            f"_INBOX.{victim}.>",  # reading another service's replies (its fetched messages)
+            "_INBOX.>",
+            ">",
+            "tax.>",  # reading events off the wire, past the consumers
+            "jobs.ocr.requested",
+            "$JS.EVENT.>",  # advisories
+            "$JS.API.>",  # other clients' API requests
+            "$JS.ACK.>",
+        ):
+            await me.refused_subscribe(subject)
+        await me.nc.close()
+    # Nothing was stored, fetched, acked, created or deleted.
+    assert await _stream_states(server.url, store, topology) == before
+    admin = await connect_as(server.url, store, ADMIN)
+    names = await admin.nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=5)
+    assert sorted(json.loads(names.data)["streams"]) == sorted(s.name for s in topology.streams)
+    await admin.nc.close()
+
+
+async def test_what_a_service_can_still_do_within_its_rights(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """The limits of subject permissions, shown so that docs/security.md can list them."""
+    server, _topology, store = provisioned
+    ocr = await connect_as(server.url, store, "svc-ocr")
+    kg = await connect_as(server.url, store, "svc-kg")
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg)
+
+    await kg.nc.subscribe("_INBOX.svc-kg.>", cb=on_msg)
+    await kg.nc.flush()
+    # 1. A reply subject is not checked: the PubAck of svc-ocr's own publish goes to
+    #    svc-kg's inbox (noise for svc-kg, which drops replies it did not ask for).
+    await ocr.nc.publish("tax.document.ocr_completed", b"{}", reply="_INBOX.svc-kg.spoof")
+    ack = await asyncio.wait_for(got.get(), 5)
+    assert ack.subject == "_INBOX.svc-kg.spoof" and b'"stream":"TAX_AGENT_EVENTS"' in ack.data
+    # 2. Stream info of a stream it uses tells the subjects stored and their counts.
+    reply = await ocr.nc.request(
+        "$JS.API.STREAM.INFO.TAX_AGENT_EVENTS",
+        json.dumps({"subjects_filter": ">"}).encode(),
+        timeout=5,
+    )
+    assert json.loads(reply.data)["state"]["subjects"] == {"tax.document.ocr_completed": 1}
+    # 3. It may write dead letters for the subjects its own consumers take.
+    ack = await ocr.nc.jetstream().publish("dlq.TAX_AGENT_JOBS.jobs.ocr.requested", b"{}")
+    assert ack.stream == "TAX_AGENT_DLQ"
+    await ocr.refused_publish("dlq.TAX_AGENT_EVENTS.tax.user.login")  # not its consumer's
+    await ocr.nc.close()
+    await kg.nc.close()
+
+
+async def test_connecting_without_or_with_wrong_credentials_is_refused(
+    secured: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    server, _topology, store = secured
+    ocr = read_env_file(store.env_path("svc-ocr"))
+    admin = read_env_file(store.env_path(ADMIN))
+    for options in (
+        ConnectOptions(servers=(server.url,)),  # no credentials at all
+        ConnectOptions(servers=(server.url,), user=ocr["NATS_USER"], password="wrong"),
+        ConnectOptions(
+            servers=(server.url,), user=ocr["NATS_USER"], password=admin["NATS_PASSWORD"]
+        ),
+        ConnectOptions(servers=(server.url,), user="nobody", password=ocr["NATS_PASSWORD"]),
+        ConnectOptions(servers=(server.url,), token=ocr["NATS_PASSWORD"]),
+    ):
+        with pytest.raises(ConnectError) as info:
+            await connect(options)
+        assert "authorization failed" in str(info.value)
+        assert ocr["NATS_PASSWORD"] not in str(info.value) and admin["NATS_PASSWORD"] not in str(
+            info.value
+        )
+    # and the real one works through the same path
+    nc = await connect(
+        ConnectOptions.from_env(read_env_file(store.env_path("svc-ocr")), servers=server.url)
+    )
+    await nc.close()
+
+
+async def test_the_admin_provisions_but_reads_and_removes_no_message(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    server, _topology, store = provisioned
+    ingestion = await connect_as(server.url, store, "svc-ingestion")
+    await ingestion.nc.jetstream().publish("tax.document.uploaded", b"{}")
+    await ingestion.nc.close()
+    admin = await connect_as(server.url, store, ADMIN)
+    events = "TAX_AGENT_EVENTS"
+    for subject in (
+        f"$JS.API.STREAM.MSG.GET.{events}",
+        f"$JS.API.DIRECT.GET.{events}",
+        f"$JS.API.STREAM.MSG.DELETE.{events}",
+        f"$JS.API.STREAM.PURGE.{events}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{events}.audit-trail",
+        f"$JS.ACK.{events}.audit-trail.1.1.1.1.0",
+        "tax.document.uploaded",
+        f"$JS.API.STREAM.SNAPSHOT.{events}",
+    ):
+        await admin.refused_publish(subject)
+    for subject in ("_INBOX.>", "_INBOX.svc-audit.>", "tax.>", "$JS.EVENT.>"):
+        await admin.refused_subscribe(subject)
+    info = await admin.nc.jetstream().stream_info(events)
+    assert info.state.messages == 1
+    await admin.nc.close()
+
+
+async def test_the_admin_can_still_read_through_a_push_consumer_it_creates(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """The limit of the documented least privilege: consumer create is enough to read.
+
+    A consumer that pushes to the admin's own inbox delivers every message there; subject
+    permissions cannot look into a create request's body. docs/security.md lists it.
+    """
+    server, _topology, store = provisioned
+    ingestion = await connect_as(server.url, store, "svc-ingestion")
+    await ingestion.nc.jetstream().publish("tax.document.uploaded", b'{"secret":"data"}')
+    await ingestion.nc.close()
+    admin = await connect_as(server.url, store, ADMIN)
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg)
+
+    await admin.nc.subscribe("_INBOX.admin.steal", cb=on_msg)
+    config = {
+        "durable_name": "steal",
+        "deliver_subject": "_INBOX.admin.steal",
+        "ack_policy": "none",
+    }
+    reply = await admin.nc.request(
+        "$JS.API.CONSUMER.CREATE.TAX_AGENT_EVENTS.steal",
+        json.dumps({"stream_name": "TAX_AGENT_EVENTS", "config": config}).encode(),
+        timeout=5,
+    )
+    assert "error" not in json.loads(reply.data)
+    msg = await asyncio.wait_for(got.get(), 5)
+    assert msg.data == b'{"secret":"data"}'
+    await admin.nc.close()
+
+
+async def test_the_monitor_reads_server_reports_and_changes_nothing(
+    secured: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    server, _topology, store = secured
+    mon = await connect_as(server.url, store, MONITOR)
+    reply = await mon.nc.request("$SYS.REQ.SERVER.PING.VARZ", b"", timeout=5)
+    varz = json.loads(reply.data)
+    assert varz["data"]["server_name"] == server.name
+    server_id = varz["server"]["id"]
+    reply = await mon.nc.request(f"$SYS.REQ.SERVER.{server_id}.JSZ", b"", timeout=5)
+    assert "data" in json.loads(reply.data)
+    for subject in (
+        f"$SYS.REQ.SERVER.{server_id}.RELOAD",
+        f"$SYS.REQ.SERVER.{server_id}.KICK",
+        f"$SYS.REQ.SERVER.{server_id}.LDM",
+        "$JS.API.INFO",
+        "tax.user.login",
+    ):
+        await mon.refused_publish(subject)
+    await mon.refused_subscribe("$SYS.>")
+    await mon.nc.close()
+
+
+@pytest.mark.skipif(NEWEST is None or NEWEST.version < (2, 14, 0), reason="v2 acks need 2.14+")
+async def test_v2_ack_subjects_behind_the_feature_flag(tmp_path: Path) -> None:
+    assert NEWEST is not None
+    topology, store = render(tmp_path / "auth")
+    with running_server(
+        NEWEST, extra_conf=V2_FLAG, includes={"auth.conf": store.auth_path.read_text()}
+    ) as server:
+        await provision(server.url, store, topology)
+        ui = await connect_as(server.url, store, "ui-review")
+        await ui.nc.jetstream().publish("jobs.hmrc.submission_requested", b"{}")
+        await ui.nc.close()
+        hmrc = await connect_as(server.url, store, "svc-hmrc")
+        sub = await hmrc.nc.jetstream().pull_subscribe_bind("hmrc-submitter", "TAX_AGENT_JOBS")
+        (msg,) = await sub.fetch(1, timeout=5)
+        # The server names the account by the hash permissions.account_hash computes.
+        assert msg.reply.startswith(
+            f"$JS.ACK._.{account_hash(topology.name)}.TAX_AGENT_JOBS.hmrc-submitter."
+        )
+        await msg.in_progress()
+        await msg.ack_sync()
+        # Another service cannot ack with the v2 subject either (a later delivery's subject).
+        forged = msg.reply.replace(".1.1.1.", ".2.1.1.", 1)
+        ocr = await connect_as(server.url, store, "svc-ocr")
+        await ocr.refused_publish(forged)
+        await ocr.nc.close()
+        await hmrc.nc.close()
+        states = await _stream_states(server.url, store, topology)
+        assert states["TAX_AGENT_JOBS"]["messages"] == 0  # acked, so gone from the work queue
+
+
+async def test_nkey_credentials(tmp_path: Path) -> None:
+    topology, store = render(tmp_path / "auth", mode="nkey")
+    auth = store.auth_path.read_text()
+    assert "password" not in auth and 'nkey: "U' in auth
+    for binary in SERVERS:
+        with running_server(binary, includes={"auth.conf": auth}) as server:
+            await provision(server.url, store, topology)
+            ocr = await connect_as(server.url, store, "svc-ocr")
+            await ocr.nc.jetstream().publish("tax.document.ocr_completed", b"{}")
+            await ocr.refused_publish("tax.user.created")
+            await ocr.nc.close()
+            # Another identity's seed is another identity: its permissions, not svc-ocr's.
+            seed = read_env_file(store.env_path("svc-kg"))["NATS_NKEY"]
+            wrong = await connect_as(server.url, store, "svc-ocr", {"nkey_seed": seed})
+            await wrong.refused_publish("tax.document.ocr_completed")
+            await wrong.nc.close()
+            other = CredentialStore(tmp_path / "other")
+            other.render(topology, mode="nkey", cost=COST)
+            with pytest.raises(ConnectError, match="authorization failed"):
+                await connect(
+                    ConnectOptions.from_env(
+                        read_env_file(other.env_path("svc-ocr")), servers=server.url
+                    )
+                )
+
+
+async def test_rotation_keeps_both_credentials_during_the_overlap_and_only_the_new_after(
+    secured: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    server, topology, store = secured
+    await provision(server.url, store, topology)
+    old_env = read_env_file(store.env_path("svc-ocr"))
+    running = await connect_as(server.url, store, "svc-ocr")  # a pod started before the rotation
+    closed = asyncio.Event()
+
+    async def publish_with(env: dict[str, str]) -> None:
+        options = ConnectOptions.from_env(env, servers=server.url)
+        nc = await connect(options)
+        ack = await nc.jetstream().publish("tax.document.ocr_completed", b"{}")
+        assert ack.stream == "TAX_AGENT_EVENTS"
+        await nc.close()
+
+    # 1. A new credential; the old one stays in the authorization. Reload.
+    store.render(topology, rotate=["svc-ocr"], cost=COST)
+    new_env = read_env_file(store.env_path("svc-ocr"))
+    assert new_env["NATS_USER"] != old_env["NATS_USER"]
+    server.write_include("auth.conf", store.auth_path.read_text())
+    server.reload()
+    await publish_with(old_env)
+    await publish_with(new_env)
+    await running.nc.jetstream().publish("tax.document.ocr_completed", b"{}")  # still connected
+
+    # 2. Every pod moved to the new one: retire the old. Reload.
+    await running.nc.close()
+    store.render(topology, retire=["svc-ocr"], cost=COST)
+    survivor = await connect_as(server.url, store, "svc-ocr", closed_cb=_set(closed))
+    server.write_include("auth.conf", store.auth_path.read_text())
+    server.reload()
+    with pytest.raises(ConnectError, match="authorization failed"):
+        await publish_with(old_env)
+    await publish_with(new_env)
+    await survivor.nc.jetstream().publish("tax.document.ocr_completed", b"{}")
+    assert not closed.is_set()
+    await survivor.nc.close()
+
+
+def _set(event: asyncio.Event):  # type: ignore[no-untyped-def]
+    async def cb() -> None:
+        event.set()
+
+    return cb
+
+
+async def test_a_retired_credential_still_connected_is_cut_off_at_the_reload(
+    secured: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """Why the procedure moves every client to the new credential before retiring the old."""
+    server, topology, store = secured
+    closed = asyncio.Event()
+    stale = await connect_as(server.url, store, "svc-ocr", closed_cb=_set(closed))
+    store.render(topology, rotate=["svc-ocr"], cost=COST)
+    server.write_include("auth.conf", store.auth_path.read_text())
+    server.reload()
+    await stale.nc.flush()
+    assert not closed.is_set()  # the overlap: still connected after the first reload
+    store.render(topology, retire=["svc-ocr"], cost=COST)
+    server.write_include("auth.conf", store.auth_path.read_text())
+    server.reload()
+    await asyncio.wait_for(closed.wait(), 10)
+
+
+async def test_the_bus_runs_with_its_service_credentials(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    from bus_runtime import create_event_bus
+
+    server, topology, store = provisioned
+    got: asyncio.Queue[EventPayload] = asyncio.Queue()
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        got.put_nowait(payload)
+
+    def bus(service: str):  # type: ignore[no-untyped-def]
+        return create_event_bus(
+            "nats",
+            servers=server.url,
+            topology=topology,
+            service=service,
+            startup_check="off",
+            connect_options=connect_kwargs(service, env={}, env_file=store.env_path(service)),
+        )
+
+    worker = bus("svc-normalize-map")
+    await worker.subscribe("normalize.requested", handle)
+    await worker.start()
+    publisher = bus("svc-extract")
+    await publisher.start()
+    sent = EventPayload(data={"document_id": "d-1"}, actor="svc-extract", tenant_id="t-1")
+    try:
+        assert await publisher.publish("normalize.requested", sent) is True
+        received = await asyncio.wait_for(got.get(), 10)
+        assert received.event_id == sent.event_id
+    finally:
+        await publisher.stop()
+        await worker.stop()
+    # The bus acked it with the service's credentials: the work queue is empty.
+    states = await _stream_states(server.url, store, topology)
+    delivered, ack_floor, pending = states["TAX_AGENT_JOBS"]["consumers"]["normalize-map-worker"]  # type: ignore[index]
+    assert delivered == ack_floor == 1 and pending == 0
+    assert states["TAX_AGENT_JOBS"]["messages"] == 0
+
+
+async def test_a_startup_check_of_own_consumers_works_with_service_credentials(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """The scoped plan the bus can run under these permissions: its own consumers only."""
+    server, topology, store = provisioned
+    me = await connect_as(server.url, store, "ui-review")
+    own = [(c.stream, c.name) for c in topology.consumers_of("ui-review")]
+    plan = await plan_changes(me.nc, topology, only_consumers=own)
+    assert not plan.has_changes, plan.to_text()
+    assert me.errors.empty()
+    await me.nc.close()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.parametrize("binary", SERVERS, ids=_ids(SERVERS))
+async def test_a_cluster_with_the_same_authorization_forms_and_enforces_it(
+    binary, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    topology, store = render(tmp_path / "auth", env=None)  # the base: 3 replicas
+    with running_cluster(binary, includes={"auth.conf": store.auth_path.read_text()}) as cluster:
+        url = cluster.nodes[0].url
+        await provision(cluster.urls, store, topology)
+        # A publisher on one node, the worker on another: routes carry the account's traffic.
+        ingestion = await connect_as(cluster.nodes[1].url, store, "svc-ingestion")
+        ack = await ingestion.nc.jetstream().publish("jobs.ocr.requested", b"{}")
+        assert ack.stream == "TAX_AGENT_JOBS"
+        await ingestion.refused_publish("jobs.extract.requested")
+        await ingestion.nc.close()
+        ocr = await connect_as(cluster.nodes[2].url, store, "svc-ocr")
+        sub = await ocr.nc.jetstream().pull_subscribe_bind("ocr-worker", "TAX_AGENT_JOBS")
+        (msg,) = await sub.fetch(1, timeout=10)
+        await msg.ack_sync()
+        await ocr.refused_publish("$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.extract-worker")
+        await ocr.refused_subscribe("_INBOX.svc-extract.>")
+        await ocr.nc.close()
+        admin = await connect_as(url, store, ADMIN)
+        info = await admin.nc.jetstream().stream_info("TAX_AGENT_JOBS")
+        assert info.config.num_replicas == 3 and info.state.messages == 0
+        assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+        await admin.nc.close()
+        with pytest.raises(ConnectError, match="authorization failed"):
+            await connect(ConnectOptions(servers=tuple(cluster.urls)))
+
+
+async def test_the_cli_provisions_with_the_admin_env_file(
+    secured: tuple[NatsServer, Topology, CredentialStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bus_runtime.cli.main import main
+
+    server, _topology, store = secured
+    for key, value in read_env_file(store.env_path(ADMIN)).items():
+        monkeypatch.setenv(key, value)  # NATS_USER, NATS_PASSWORD, NATS_INBOX_PREFIX
+    argv = ["apply", str(SHIPPED), "--env", "dev", "--server", server.url]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert await asyncio.to_thread(main, ["drift", *argv[1:]]) == 0
