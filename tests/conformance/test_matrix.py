@@ -18,8 +18,14 @@ from pathlib import Path
 
 import nats
 import pytest
-from conftest import ALL_SERVERS
-from harness import NatsCluster, NatsServer, ServerBinary, running_cluster, running_server
+from harness import (
+    NatsCluster,
+    NatsServer,
+    ServerBinary,
+    available_servers,
+    running_cluster,
+    running_server,
+)
 
 from bus_runtime.jetstream.rules import FIELD_RULES, effective
 
@@ -43,6 +49,7 @@ from .probe import CreateObservation, StreamCase, observe_create
 
 pytestmark = [pytest.mark.nats, pytest.mark.conformance]
 
+ALL_SERVERS = available_servers()  # (tests/e2e has a conftest of its own: not imported)
 SINGLE = [*STREAM_CASES, *CONSUMER_CASES, *EXTRA_CASES]
 CLUSTER = [*STREAM_CLUSTER_CASES, *CONSUMER_CLUSTER_CASES]
 # A cluster answers these while it elects a leader; a case that met one runs again, once.
