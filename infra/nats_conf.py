@@ -8,9 +8,8 @@ from the stack's settings; the local job changes only hosts, ports and directori
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from bus_runtime import format_size
 from stack_settings import ClusterSettings
 
 CLIENT_PORT = 4222
@@ -95,6 +94,41 @@ def nats_conf_for_cluster(settings: ClusterSettings, includes: tuple[str, ...] =
     )
 
 
+def on_this_machine(
+    conf: NatsConf,
+    *,
+    name: str,
+    client_port: int,
+    http_port: int,
+    cluster_port: int,
+    route_ports: tuple[int, ...],
+    folder: str,
+    host: str = "127.0.0.1",
+) -> NatsConf:
+    """The same configuration for one server process on this machine: only the hosts, the
+    ports and the folders change (the local job and the tests that boot it use this)."""
+    return replace(
+        conf,
+        host=host,
+        client_port=client_port,
+        http_port=http_port,
+        cluster_host=host,
+        cluster_port=cluster_port,
+        routes=tuple(f"nats://{host}:{p}" for p in route_ports) if conf.cluster_name else (),
+        store_dir=f"{folder}/store",
+        pid_file=f"{folder}/nats-server.pid",
+        comment=f"{conf.comment} Local copy for {name}.",
+    )
+
+
+def _human(size: int) -> str:
+    """A size for a comment: `115.2GiB`, `256MiB`, `0B`."""
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.1f}".rstrip("0").rstrip(".") + unit
+    return f"{size}B"
+
+
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -112,7 +146,7 @@ def render_nats_conf(conf: NatsConf) -> str:
         # so they reconnect to the other servers a few at a time.
         f"lame_duck_duration: {conf.lame_duck_duration}s",
         f"lame_duck_grace_period: {conf.lame_duck_grace_period}s",
-        f"max_payload: {conf.max_payload}  # {format_size(conf.max_payload)}",
+        f"max_payload: {conf.max_payload}  # {_human(conf.max_payload)}",
     ]
     if conf.max_connections is not None:
         lines.append(f"max_connections: {conf.max_connections}")
@@ -120,8 +154,8 @@ def render_nats_conf(conf: NatsConf) -> str:
         "",
         "jetstream {",
         f"  store_dir: {_quote(conf.store_dir)}",
-        f"  max_file_store: {conf.max_file_store}  # {format_size(conf.max_file_store)}",
-        f"  max_memory_store: {conf.max_memory_store}  # {format_size(conf.max_memory_store)}",
+        f"  max_file_store: {conf.max_file_store}  # {_human(conf.max_file_store)}",
+        f"  max_memory_store: {conf.max_memory_store}  # {_human(conf.max_memory_store)}",
         "}",
     ]
     if conf.cluster_name is not None:

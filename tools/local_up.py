@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "infra"))
 
 import preflight  # noqa: E402 - infra/ is put on the path just above
-from nats_conf import nats_conf_for_cluster, render_nats_conf  # noqa: E402
+from nats_conf import nats_conf_for_cluster, on_this_machine, render_nats_conf  # noqa: E402
 from stack_settings import (  # noqa: E402
     SettingsError,
     StackSettings,
@@ -172,22 +172,17 @@ def planned_nodes(settings: StackSettings) -> list[Node]:
 
 def node_conf(settings: StackSettings, node: Node, nodes: list[Node]) -> str:
     """The stack's nats.conf with only hosts, ports and folders changed for this machine."""
-    conf = nats_conf_for_cluster(settings.cluster)
-    local = dataclasses.replace(
-        conf,
-        host="127.0.0.1",
-        client_port=node.client_port,
-        http_port=node.http_port,
-        cluster_host="127.0.0.1",
-        cluster_port=node.route_port,
-        routes=tuple(f"nats://127.0.0.1:{n.route_port}" for n in nodes)
-        if conf.cluster_name
-        else (),
-        store_dir=str(node.folder / "store"),
-        pid_file=str(node.folder / "nats-server.pid"),
-        comment=f"{conf.comment} Local copy for {node.name} (tools/local_up.py).",
+    return render_nats_conf(
+        on_this_machine(
+            nats_conf_for_cluster(settings.cluster),
+            name=node.name,
+            client_port=node.client_port,
+            http_port=node.http_port,
+            cluster_port=node.route_port,
+            route_ports=tuple(n.route_port for n in nodes),
+            folder=str(node.folder),
+        )
     )
-    return render_nats_conf(local)
 
 
 def _http_json(url: str) -> dict[str, Any] | None:
