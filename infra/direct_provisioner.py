@@ -108,8 +108,6 @@ class DirectProvisionerArgs(TypedDict):
     """Let replace, destructive and delete steps happen (stored messages are lost)."""
     depends_on: list[pulumi.Resource]
     """Resources the assets wait for (the cluster, when the stack also creates it)."""
-    managed_before: list[str]
-    """Assets (`STREAM`, `STREAM/consumer`) the last run of the stack had created."""
 
 
 class DirectProvisioner(pulumi.ComponentResource):
@@ -130,14 +128,14 @@ class DirectProvisioner(pulumi.ComponentResource):
         declared = [s.name for s in topology.streams] + [
             f"{c.stream}/{c.name}" for c in topology.consumers
         ]
-        # The policy pack reads these props to see what `pulumi up` would delete.
+        # Props that change only with the topology or the config (a re-run must change
+        # nothing); the policy pack reads what the stack allows.
         super().__init__(
             TYPE,
             name,
             {
                 "topology": topology.name,
                 "allowDestructive": args["allow_destructive"],
-                "managedBefore": list(args["managed_before"]),
                 "declared": declared,
             },
             opts,

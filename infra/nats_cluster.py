@@ -448,8 +448,6 @@ class NatsClusterArgs(TypedDict):
     """A Secret holding `auth.conf` (the servers' authorization), or None."""
     auth_includes: tuple[str, ...]
     """Files of that Secret that `nats.conf` includes (relative to `nats.conf`)."""
-    previous: dict[str, Any] | None
-    """The StatefulSet's immutable fields as the last run recorded them (for the policy pack)."""
 
 
 class NatsCluster(pulumi.ComponentResource):
@@ -468,13 +466,8 @@ class NatsCluster(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: NatsClusterArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        # The policy pack reads these props: what the last run recorded, and what is allowed.
-        super().__init__(
-            TYPE,
-            name,
-            {"allowReplace": args["allow_replace"], "previous": args["previous"]},
-            opts,
-        )
+        # The policy pack reads what the stack allows (props that change only with the config).
+        super().__init__(TYPE, name, {"allowReplace": args["allow_replace"]}, opts)
         settings = args["settings"]
         conf_text = render_nats_conf(nats_conf_for_cluster(settings, args["auth_includes"]))
         objects = cluster_objects(

@@ -125,7 +125,6 @@ def build(stack: str, project: str) -> None:
             # Seam for per-service authorization: a Secret with auth.conf, included by nats.conf.
             "auth_secret": None,
             "auth_includes": (),
-            "previous": previous.get("statefulSet"),
         },
         opts=in_kube,
     )
@@ -149,7 +148,6 @@ def build(stack: str, project: str) -> None:
                 # The servers are already running (local, or a cluster reached from here); in a
                 # stack that creates them, a first `up` must wait for the StatefulSet.
                 "depends_on": [],
-                "managed_before": managed,
             },
         )
     elif settings.provisioner == "nack":

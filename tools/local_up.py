@@ -50,7 +50,8 @@ from stack_settings import (  # noqa: E402
 
 STACK = "local"
 CACHE = Path(os.environ.get("NATSTOPO_CACHE", Path.home() / ".cache" / "natstopo"))
-HOME = CACHE / "local"
+# Stores, logs, the stack's state: kept between runs. NATSTOPO_LOCAL_HOME moves them (the tests).
+HOME = Path(os.environ.get("NATSTOPO_LOCAL_HOME", CACHE / "local"))
 CLUSTER_DIR = HOME / "cluster"
 STATE_FILE = CLUSTER_DIR / "cluster.json"
 LOCK_FILE = HOME / ".lock"
@@ -81,12 +82,24 @@ class LocalError(Exception):
 # --------------------------------------------------------------------------- settings
 
 
-def load_settings() -> StackSettings:
+def load_settings(overrides: dict[str, Any] | None = None) -> StackSettings:
     path = REPO / f"Pulumi.{STACK}.yaml"
     try:
-        return read_settings(read_stack_file(path), STACK, REPO)
+        return read_settings({**read_stack_file(path), **(overrides or {})}, STACK, REPO)
     except SettingsError as exc:
         raise LocalError(f"{path} cannot be used:\n  " + "\n  ".join(exc.problems)) from None
+
+
+def overrides_for(allow_destructive: bool, base_port: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if allow_destructive:
+        out["natstopo:allowDestructive"] = True
+    if base_port is not None:
+        replicas = load_settings().cluster.replicas
+        out["natstopo:natsUrl"] = ",".join(
+            f"nats://127.0.0.1:{base_port + i}" for i in range(replicas)
+        )
+    return out
 
 
 def validate(settings: StackSettings) -> None:
@@ -409,22 +422,20 @@ def pulumi(
     return subprocess.run(cmd, cwd=REPO, env=env, text=True, check=False, capture_output=capture)
 
 
-@contextlib.contextmanager
-def destructive_config(allow: bool) -> Iterator[list[str]]:
-    """`--config-file` of a copy of Pulumi.local.yaml that allows destructive changes, once."""
-    if not allow:
-        yield []
-        return
+def stack_file(overrides: dict[str, Any]) -> list[str]:
+    """`--config-file` of a copy of Pulumi.local.yaml with `overrides` (none: the file itself).
+
+    The copy lives in the job's folder: one run's `--allow-destructive` or `--base-port` never
+    changes the file in the repository."""
+    if not overrides:
+        return []
     import yaml
 
     data = yaml.safe_load((REPO / f"Pulumi.{STACK}.yaml").read_text()) or {}
-    data.setdefault("config", {})["natstopo:allowDestructive"] = True
-    copy = HOME / f"Pulumi.{STACK}.allow-destructive.yaml"
+    data.setdefault("config", {}).update(overrides)
+    copy = HOME / f"Pulumi.{STACK}.this-run.yaml"
     copy.write_text(yaml.safe_dump(data, sort_keys=False))
-    try:
-        yield ["--config-file", str(copy)]
-    finally:
-        copy.unlink(missing_ok=True)
+    return ["--config-file", str(copy)]
 
 
 # --------------------------------------------------------------------------- commands
@@ -443,9 +454,10 @@ def job_lock() -> Iterator[None]:
         yield
 
 
-def up(allow_destructive: bool) -> int:
+def up(allow_destructive: bool, base_port: int | None) -> int:
     step(1, f"checking the topology and Pulumi.{STACK}.yaml")
-    settings = load_settings()
+    overrides = overrides_for(allow_destructive, base_port)
+    settings = load_settings(overrides)
     validate(settings)
     step(2, "the Pulumi engine")
     bin_dir = engine_bin()
@@ -458,33 +470,35 @@ def up(allow_destructive: bool) -> int:
     env = pulumi_env(bin_dir)
     if pulumi(env, "stack", "select", "--create", STACK, capture=True).returncode != 0:
         raise LocalError(f"cannot select or create the stack `{STACK}` in {PULUMI_STATE}")
-    with destructive_config(allow_destructive) as extra:
-        if (
-            pulumi(
-                env, "up", "--stack", STACK, "--yes", "--skip-preview", "--suppress-outputs", *extra
-            ).returncode
-            != 0
-        ):
-            raise LocalError(
-                "pulumi up failed (its messages are above; nothing after the failing step ran). "
-                "A refused replace or delete of a stream goes through with "
-                "`make local ALLOW_DESTRUCTIVE=1` (its messages are lost)"
-            )
+    extra = stack_file(overrides)
+    up_args = ["up", "--stack", STACK, "--yes", "--skip-preview", "--suppress-outputs", *extra]
+    if pulumi(env, *up_args).returncode != 0:
+        raise LocalError(
+            "pulumi up failed (its messages are above). A refused replace or delete of a "
+            "stream goes through with `make local ALLOW_DESTRUCTIVE=1` (its messages are lost)"
+        )
     step(5, "checking that a second run changes nothing (pulumi preview --expect-no-changes)")
-    again = pulumi(env, "preview", "--stack", STACK, "--expect-no-changes", capture=True)
+    # Without allowDestructive: that flag is for this run only.
+    check = stack_file({k: v for k, v in overrides.items() if k != "natstopo:allowDestructive"})
+    again = pulumi(env, "preview", "--stack", STACK, "--expect-no-changes", *check, capture=True)
     if again.returncode != 0:
         print(again.stdout, again.stderr, sep="\n")
         raise LocalError("a second run would change something: see the preview above")
     note("no changes")
-    outputs = json.loads(
-        pulumi(env, "stack", "output", "--stack", STACK, "--json", capture=True).stdout or "{}"
-    )
-    report(settings, nodes, outputs, env)
+    shown = pulumi(env, "stack", "output", "--stack", STACK, "--json", capture=True)
+    if shown.returncode != 0:
+        raise LocalError(f"cannot read the stack's outputs: {shown.stderr.strip()}")
+    outputs = json.loads(shown.stdout)
+    report(settings, nodes, outputs, env, check)
     return 0
 
 
 def report(
-    settings: StackSettings, nodes: list[Node], outputs: dict[str, Any], env: dict[str, str]
+    settings: StackSettings,
+    nodes: list[Node],
+    outputs: dict[str, Any],
+    env: dict[str, str],
+    config_args: list[str],
 ) -> None:
     urls = ",".join(n.url for n in nodes)
     manifests = Path(outputs.get("manifests") or settings.kubernetes.render_dir or "")
@@ -522,7 +536,8 @@ def report(
     print(
         f"    export PULUMI_BACKEND_URL={env['PULUMI_BACKEND_URL']} PULUMI_CONFIG_PASSPHRASE={env['PULUMI_CONFIG_PASSPHRASE']}"
     )
-    print(f"    pulumi preview --stack {STACK} --diff --policy-pack infra/policy")
+    extra = " ".join(config_args)
+    print(f"    pulumi preview --stack {STACK} --diff --policy-pack infra/policy {extra}".rstrip())
     print("  make local-down   # stops the cluster (the stores and the state stay)")
 
 
@@ -555,6 +570,13 @@ def main() -> int:
     )
     ap.add_argument("command", nargs="?", default="up", choices=["up", "down", "status"])
     ap.add_argument(
+        "--base-port",
+        type=int,
+        default=None,
+        help="client port of the first server (the others follow; default: natstopo:natsUrl "
+        "of Pulumi.local.yaml, 4222-4224)",
+    )
+    ap.add_argument(
         "--allow-destructive",
         action="store_true",
         help="let this run replace or delete streams and consumers of the local cluster "
@@ -567,7 +589,7 @@ def main() -> int:
                 return down()
             if args.command == "status":
                 return status()
-            return up(args.allow_destructive)
+            return up(args.allow_destructive, args.base_port)
     except LocalError as exc:
         print(f"make local: {exc}", file=sys.stderr)
         return 1

@@ -5,11 +5,12 @@ An independent second opinion beside the program's own refusals, run by
 - `stream-data-loss`: each stream and consumer of the direct provisioner, planned against the
   live server by the reconciler (the asset's inputs carry its model): a replace, or an
   update that deletes stored messages, without `natstopo:allowDestructive`;
-- `stream-delete`: streams and consumers the stack created before (the direct provisioner's
-  record of them) that it no longer declares: `pulumi up` would delete them;
+- `stream-delete`: streams and consumers of the stack's topology on the server that it no
+  longer declares (the reconciler plans their deletion), without `natstopo:allowDestructive`;
 - `statefulset-replace`: a change of a StatefulSet field that Kubernetes cannot change in
-  place, compared with what the last run recorded and, in render mode, with the rendered
-  file, without `natstopo:allowReplace`;
+  place, compared with the object as last rendered (render mode; against a cluster the live
+  object would be the witness, which this pack does not read yet), without
+  `natstopo:allowReplace`;
 - `nack-streams-keep-data`: NACK Stream resources without `preventDelete` (deleting the
   resource would delete the stream and its messages), without `natstopo:allowDestructive`.
 """
@@ -109,23 +110,73 @@ def check_stream_change(
         )
 
 
-def check_stream_deletes(resources: list[Any], report: ReportViolation) -> None:
-    """Assets the direct provisioner created before and no longer declares."""
-    for res in resources:
-        if res.resource_type != DIRECT:
+def _plan_stack_assets(assets: list[Mapping[str, Any]]) -> list[Any]:
+    """The reconciler's whole plan for the topology these assets declare, on their server."""
+    import dataclasses
+
+    from bus_runtime import plan_changes
+    from jetstream_assets import connect_options, model_from_json, open_connection
+
+    streams: dict[str, Any] = {}
+    consumers: dict[str, list[Any]] = {}
+    topology = None
+    for props in assets:
+        topology, stream, consumer = model_from_json(props["model"])
+        if consumer is None:
+            streams[stream.name] = stream
+        else:
+            consumers.setdefault(stream.name, []).append(consumer)
+    assert topology is not None
+    declared = dataclasses.replace(
+        topology,
+        streams=tuple(
+            dataclasses.replace(s, consumers=tuple(consumers.get(name, ())))
+            for name, s in streams.items()
+        ),
+    )
+
+    async def plan() -> list[Any]:
+        with connect_options(assets[0]) as options:
+            nc = await open_connection(options)
+        try:
+            return list((await plan_changes(nc, declared)).changes)
+        finally:
+            await nc.close()
+
+    return asyncio.run(plan())
+
+
+def check_stream_deletes(
+    resources: list[Any],
+    report: ReportViolation,
+    plan: Callable[[list[Mapping[str, Any]]], list[Any]] = _plan_stack_assets,
+) -> None:
+    """Streams and consumers of the stack's topology, on its server, that it no longer declares:
+    the reconciler plans their deletion (and `pulumi up` deletes those the stack created)."""
+    for component in resources:
+        if component.resource_type != DIRECT:
             continue
-        props = _normal(res.props)
-        if props.get("allowDestructive"):
+        if _normal(component.props).get("allowDestructive"):
             continue
-        declared = set(props.get("declared") or [])
-        for name in props.get("managedBefore") or []:
-            if name not in declared:
-                kind = "consumer" if "/" in name else "stream"
+        assets = [
+            _normal(r.props)
+            for r in resources
+            if r.resource_type == DYNAMIC and r.parent is not None and r.parent.urn == component.urn
+        ]
+        if not assets or not all(_known(a.get("model")) and _known(a.get("servers")) for a in assets):
+            continue
+        try:
+            changes = plan(assets)
+        except Exception as exc:  # fail closed
+            report(f"cannot plan the topology against its server: {exc}", component.urn)
+            continue
+        for change in changes:
+            if change.action == "delete" and change.needs_flag:
                 report(
-                    f"{kind} {name} is no longer declared: `pulumi up` would delete it "
-                    f"({'its position is lost' if kind == 'consumer' else 'with every stored message'}); "
-                    "set natstopo:allowDestructive to let it happen",
-                    res.urn,
+                    f"{change.describe()}: no longer declared, and `pulumi up` deletes what this "
+                    "stack created (messages or the consumer's position are lost); set "
+                    "natstopo:allowDestructive to let it happen",
+                    component.urn,
                 )
 
 
@@ -157,9 +208,6 @@ def check_statefulset_replace(resources: list[Any], report: ReportViolation) -> 
             continue
         now = _immutable(res.props.get("spec") or {})
         before: list[tuple[str, dict[str, Any]]] = []
-        parent = res.parent
-        if parent is not None and parent.resource_type == CLUSTER and parent.props.get("previous"):
-            before.append(("the last run's record", _immutable(parent.props["previous"])))
         provider = res.provider
         render_dir = provider.props.get("renderYamlToDirectory") if provider is not None else None
         if render_dir:

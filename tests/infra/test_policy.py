@@ -16,6 +16,7 @@ from bus_runtime import load_topology
 from data_safety import (
     CLUSTER,
     DIRECT,
+    DYNAMIC,
     NACK,
     NACK_STREAM,
     STATEFULSET,
@@ -25,7 +26,7 @@ from data_safety import (
     check_stream_deletes,
 )
 from jetstream_assets import JetStreamAssetProvider, asset_inputs
-from nats_cluster import cluster_objects, immutable_record
+from nats_cluster import cluster_objects
 from stack_settings import ClusterSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,15 +101,38 @@ def test_not_yet_known_inputs_are_left_for_later() -> None:
     assert found == []
 
 
-def test_deleting_what_the_stack_created() -> None:
-    direct = res(
-        DIRECT, {"allowDestructive": False, "managedBefore": ["A", "A/c", "B"], "declared": ["A"]}
-    )
+@pytest.mark.nats
+def test_streams_and_consumers_no_longer_declared(nats_server: Any) -> None:
+    topology = load_topology(REPO / "topology" / "topology.yaml", "local")
+    provider = JetStreamAssetProvider()
+
+    def props(stream: str, consumer: str | None = None) -> dict[str, Any]:
+        s = topology.stream(stream)
+        c = None if consumer is None else s.consumer(consumer)
+        return json.loads(json.dumps(asset_inputs(topology, s, c, [nats_server.url], None, False)))
+
+    jobs = topology.stream("TAX_AGENT_JOBS")
+    for p in (
+        props("TAX_AGENT_DLQ"),
+        props("TAX_AGENT_JOBS"),
+        *(props("TAX_AGENT_JOBS", c.name) for c in jobs.consumers),
+    ):
+        provider.create(p)
+    component = res(DIRECT, {"allowDestructive": False})
+    # Now the stack declares only TAX_AGENT_JOBS and one of its consumers.
+    kept = [
+        res(DYNAMIC, props("TAX_AGENT_JOBS"), parent=component),
+        res(DYNAMIC, props("TAX_AGENT_JOBS", jobs.consumers[0].name), parent=component),
+    ]
     found = Violations()
-    check_stream_deletes([direct], found)
-    assert [m.split(" is ")[0] for m in found] == ["consumer A/c", "stream B"]
+    check_stream_deletes([component, *kept], found)
+    deleted = sorted(m.split(":")[0] for m in found)
+    assert deleted == sorted(
+        ["- stream TAX_AGENT_DLQ"]
+        + [f"- consumer TAX_AGENT_JOBS/{c.name}" for c in jobs.consumers[1:]]
+    )
     allowed = Violations()
-    check_stream_deletes([res(DIRECT, {**direct.props, "allowDestructive": True})], allowed)
+    check_stream_deletes([res(DIRECT, {"allowDestructive": True}), *kept], allowed)
     assert allowed == []
 
 
@@ -118,36 +142,30 @@ def _statefulset(settings: ClusterSettings) -> dict[str, Any]:
 
 def test_a_statefulset_change_only_a_replace_can_make(tmp_path: Path) -> None:
     before = _statefulset(ClusterSettings(volume_size="10Gi"))
+    manifests = tmp_path / "1-manifest"
+    manifests.mkdir()
+    (manifests / "apps_v1-statefulset-default-nats.yaml").write_text(yaml.safe_dump(before))
+    provider = SimpleNamespace(props={"renderYamlToDirectory": str(tmp_path)})
+    cluster = res(CLUSTER, {"allowReplace": False})
+
     after = _statefulset(ClusterSettings(volume_size="20Gi", image="nats:2.15.2"))
-    cluster = res(CLUSTER, {"allowReplace": False, "previous": immutable_record(before)})
     found = Violations()
-    check_statefulset_replace([res(STATEFULSET, after, parent=cluster)], found)
-    assert len(found) == 1 and "volumeClaimTemplates differ from the last run's record" in found[0]
+    check_statefulset_replace([res(STATEFULSET, after, parent=cluster, provider=provider)], found)
+    assert len(found) == 1
+    assert f"volumeClaimTemplates differ from the rendered {tmp_path}" in found[0]
 
     # Routine changes (image, resources, replicas) keep the StatefulSet.
     routine = _statefulset(
         ClusterSettings(volume_size="10Gi", image="nats:2.15.2", replicas=5, cpu="4")
     )
     none = Violations()
-    check_statefulset_replace([res(STATEFULSET, routine, parent=cluster)], none)
+    check_statefulset_replace([res(STATEFULSET, routine, parent=cluster, provider=provider)], none)
     assert none == []
-
-    # In render mode the rendered file is a second witness, even with no record.
-    manifests = tmp_path / "1-manifest"
-    manifests.mkdir()
-    (manifests / "apps_v1-statefulset-default-nats.yaml").write_text(yaml.safe_dump(before))
-    provider = SimpleNamespace(props={"renderYamlToDirectory": str(tmp_path)})
-    rendered = Violations()
-    check_statefulset_replace(
-        [res(STATEFULSET, after, parent=res(CLUSTER, {"previous": None}), provider=provider)],
-        rendered,
-    )
-    assert len(rendered) == 1 and f"differ from the rendered {tmp_path}" in rendered[0]
 
     allowed = _statefulset(ClusterSettings(volume_size="20Gi"))
     allowed["metadata"]["annotations"] = {"natstopo.io/allow-replace": "true"}
     let = Violations()
-    check_statefulset_replace([res(STATEFULSET, allowed, parent=cluster)], let)
+    check_statefulset_replace([res(STATEFULSET, allowed, parent=cluster, provider=provider)], let)
     assert let == []
 
 
