@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from stack_settings import ClusterSettings
+from stack_settings import ClusterSettings, human_size
 
 CLIENT_PORT = 4222
 CLUSTER_PORT = 6222
@@ -121,14 +121,6 @@ def on_this_machine(
     )
 
 
-def _human(size: int) -> str:
-    """A size for a comment: `115.2GiB`, `256MiB`, `0B`."""
-    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= factor:
-            return f"{size / factor:.1f}".rstrip("0").rstrip(".") + unit
-    return f"{size}B"
-
-
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -146,7 +138,7 @@ def render_nats_conf(conf: NatsConf) -> str:
         # so they reconnect to the other servers a few at a time.
         f"lame_duck_duration: {conf.lame_duck_duration}s",
         f"lame_duck_grace_period: {conf.lame_duck_grace_period}s",
-        f"max_payload: {conf.max_payload}  # {_human(conf.max_payload)}",
+        f"max_payload: {conf.max_payload}  # {human_size(conf.max_payload)}",
     ]
     if conf.max_connections is not None:
         lines.append(f"max_connections: {conf.max_connections}")
@@ -154,8 +146,8 @@ def render_nats_conf(conf: NatsConf) -> str:
         "",
         "jetstream {",
         f"  store_dir: {_quote(conf.store_dir)}",
-        f"  max_file_store: {conf.max_file_store}  # {_human(conf.max_file_store)}",
-        f"  max_memory_store: {conf.max_memory_store}  # {_human(conf.max_memory_store)}",
+        f"  max_file_store: {conf.max_file_store}  # {human_size(conf.max_file_store)}",
+        f"  max_memory_store: {conf.max_memory_store}  # {human_size(conf.max_memory_store)}",
         "}",
     ]
     if conf.cluster_name is not None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bus_runtime import Topology, format_size
-from stack_settings import ClusterSettings
+from bus_runtime import Topology
+from stack_settings import ClusterSettings, human_size
 
 # The first nats-server release bringing each feature the topology format can use. The
 # reconciler holds the same facts (bus_runtime.jetstream.rules, not public);
@@ -70,8 +70,8 @@ def check_cluster(cluster: ClusterSettings, topology: Topology) -> Findings:
     for stream in topology.streams:
         if stream.max_msg_size is not None and stream.max_msg_size > cluster.max_payload:
             found.errors.append(
-                f"`streams.{stream.name}.max_msg_size` is {format_size(stream.max_msg_size)}, "
-                f"above the server's max_payload {format_size(cluster.max_payload)} "
+                f"`streams.{stream.name}.max_msg_size` is {human_size(stream.max_msg_size)}, "
+                f"above the server's max_payload {human_size(cluster.max_payload)} "
                 "(natstopo:cluster.limits.maxPayload): such messages could never be published"
             )
     need, why = required_server_version(topology)
@@ -94,13 +94,13 @@ def check_cluster(cluster: ClusterSettings, topology: Topology) -> Findings:
     go_mem_limit = cluster.memory_bytes * 8 // 10
     if cluster.max_memory_store > go_mem_limit:
         found.errors.append(
-            f"natstopo:cluster.jetstream.maxMemoryStore {format_size(cluster.max_memory_store)} is "
-            f"above GOMEMLIMIT {format_size(go_mem_limit)} (80 % of the memory limit "
+            f"natstopo:cluster.jetstream.maxMemoryStore {human_size(cluster.max_memory_store)} is "
+            f"above GOMEMLIMIT {human_size(go_mem_limit)} (80 % of the memory limit "
             f"{cluster.memory}): memory streams would push the server out of memory"
         )
     if cluster.file_store_bytes > cluster.volume_bytes:
         found.errors.append(
-            f"natstopo:cluster.jetstream.maxFileStore {format_size(cluster.file_store_bytes)} is "
+            f"natstopo:cluster.jetstream.maxFileStore {human_size(cluster.file_store_bytes)} is "
             f"above the volume size {cluster.volume_size}"
         )
     return found
@@ -116,9 +116,9 @@ def _check_storage(
     capacity = cluster.file_store_bytes if kind == "file" else cluster.max_memory_store
     setting = (
         f"natstopo:cluster.volume.size {cluster.volume_size} (max_file_store "
-        f"{format_size(capacity)})"
+        f"{human_size(capacity)})"
         if kind == "file"
-        else f"natstopo:cluster.jetstream.maxMemoryStore {format_size(capacity)}"
+        else f"natstopo:cluster.jetstream.maxMemoryStore {human_size(capacity)}"
     )
     unbounded = [s.name for s in streams if s.max_bytes is None or s.max_bytes < 0]
     if unbounded:
@@ -134,15 +134,15 @@ def _check_storage(
         assert s.max_bytes is not None
         copies = min(s.replicas, size)
         per_server += s.max_bytes * copies / size
-        parts.append(f"{s.name} {format_size(s.max_bytes)} x R{s.replicas}")
+        parts.append(f"{s.name} {human_size(s.max_bytes)} x R{s.replicas}")
         if s.max_bytes > capacity:
             found.errors.append(
-                f"`streams.{s.name}.max_bytes` {format_size(s.max_bytes)} ({kind} storage) does "
+                f"`streams.{s.name}.max_bytes` {human_size(s.max_bytes)} ({kind} storage) does "
                 f"not fit on one server: {setting}"
             )
     if per_server > capacity:
         found.errors.append(
-            f"the topology's {kind} storage needs {format_size(int(per_server))} per server "
+            f"the topology's {kind} storage needs {human_size(int(per_server))} per server "
             f"({' + '.join(parts)}, over {size} server(s)), above {setting}; grow it or lower "
             f"max_bytes in environment `{topology.environment}`"
         )

@@ -45,8 +45,21 @@ def _config() -> dict[str, Any]:
 
 
 def load_settings(stack: str) -> StackSettings:
+    config = _config()
+    if not any(k.startswith("natstopo:") for k in config):
+        from difflib import get_close_matches
+
+        stacks = sorted(p.name.split(".")[1] for p in PROJECT_ROOT.glob("Pulumi.*.yaml"))
+        close = get_close_matches(stack, stacks, n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        raise pulumi.RunError(
+            f"stack `{stack}` has no natstopo config (no Pulumi.{stack}.yaml, or no natstopo:* "
+            f"keys in it): a stack is a topology environment, and this project has "
+            f"{', '.join(stacks)}{hint}. Select one (pulumi stack select), or write "
+            f"Pulumi.{stack}.yaml (docs/infra.md lists the keys)"
+        )
     try:
-        return read_settings(_config(), stack, PROJECT_ROOT)
+        return read_settings(config, stack, PROJECT_ROOT)
     except SettingsError as exc:
         _refuse(
             f"stack `{stack}`: the config (Pulumi.{stack}.yaml) cannot be used", list(exc.problems)

@@ -62,6 +62,14 @@ def parse_quantity(text: str) -> int:
     return int(float(m.group(1)) * _FACTORS[m.group(2)])
 
 
+def human_size(size: int) -> str:
+    """A size for people: `115.2GiB`, `256MiB`, `0B`."""
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.1f}".rstrip("0").rstrip(".") + unit
+    return f"{size}B"
+
+
 def image_version(image: str) -> tuple[int, int, int] | None:
     """The nats-server version an image tag names (`nats:2.10.26-alpine` -> 2.10.26), or None."""
     m = _IMAGE_VERSION.search(image)

@@ -163,7 +163,9 @@ def check_stream_deletes(
             for r in resources
             if r.resource_type == DYNAMIC and r.parent is not None and r.parent.urn == component.urn
         ]
-        if not assets or not all(_known(a.get("model")) and _known(a.get("servers")) for a in assets):
+        if not assets or not all(
+            _known(a.get("model")) and _known(a.get("servers")) for a in assets
+        ):
             continue
         try:
             changes = plan(assets)

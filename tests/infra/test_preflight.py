@@ -215,3 +215,22 @@ def test_stack_config_is_read_strictly(
     message = refused(overrides)
     assert "stack `prod`: the config (Pulumi.prod.yaml) cannot be used" in message
     assert expected in message
+
+
+def test_a_stack_with_no_config_names_the_stacks_there_are(
+    fresh_loop: asyncio.AbstractEventLoop,
+) -> None:
+    import pulumi
+    from program_mocks import RecordingMocks, StackRun
+
+    import stack_program
+
+    pulumi.runtime.set_mocks(
+        RecordingMocks(StackRun(), {}), project="natstopo", stack="prdo", preview=True
+    )
+    pulumi.runtime.set_all_config({})
+    with pytest.raises(pulumi.RunError) as err:
+        stack_program.build("prdo", "natstopo")
+    message = str(err.value)
+    assert "stack `prdo` has no natstopo config (no Pulumi.prdo.yaml" in message
+    assert "this project has dev, local, prod, staging (did you mean `prod`?)" in message
