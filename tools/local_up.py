@@ -106,7 +106,7 @@ def validate(settings: StackSettings) -> None:
     from bus_runtime import TopologyValidationError, load_topology
 
     try:
-        topology = load_topology(settings.topology, settings.environment)
+        topology = load_topology(os.path.relpath(settings.topology), settings.environment)
     except TopologyValidationError as exc:
         raise LocalError(
             f"the topology does not validate for environment `{settings.environment}`:\n"
@@ -263,19 +263,74 @@ def server_binary() -> tuple[str, tuple[int, int, int]]:
 
 def start_cluster(settings: StackSettings) -> list[Node]:
     nodes = planned_nodes(settings)
-    alive = running_nodes()
-    if alive:
-        if {(n.name, n.client_port) for n in alive} == {(n.name, n.client_port) for n in nodes}:
-            note(
-                f"the local cluster is already running ({', '.join(f'{n.name} pid {n.pid}' for n in alive)}): reusing it"
-            )
-            wait_ready(alive, timeout=30)
-            return alive
+    alive = {(n.name, n.client_port): n for n in running_nodes()}
+    if alive and not set(alive) <= {(n.name, n.client_port) for n in nodes}:
         raise LocalError(
             "a local cluster from an earlier run still runs with other servers or ports "
-            f"({', '.join(f'{n.name}:{n.client_port}' for n in alive)}): stop it with "
+            f"({', '.join(f'{n.name}:{n.client_port}' for n in alive.values())}): stop it with "
             "`make local-down` first"
         )
+    if len(alive) == len(nodes):
+        running = [alive[(n.name, n.client_port)] for n in nodes]
+        note(
+            "the local cluster is already running "
+            f"({', '.join(f'{n.name} pid {n.pid}' for n in running)}): reusing it"
+        )
+        reload_changed(settings, running)
+        wait_ready(running, timeout=30)
+        return running
+    if alive:
+        note(
+            f"{', '.join(n.name for n in alive.values())} still run(s); starting the others "
+            "with the same stores"
+        )
+    started = launch(settings, nodes, alive)
+    reload_changed(settings, started, only={n.name for n in alive.values()})
+    return started
+
+
+def reload_changed(
+    settings: StackSettings, nodes: list[Node], only: set[str] | None = None
+) -> None:
+    """A changed nats.conf reaches the running servers as the reloader sidecar delivers it to
+    the pods: the file is rewritten and the server told to reload (SIGHUP), no restart."""
+    for node in nodes:
+        if only is not None and node.name not in only:
+            continue
+        text = node_conf(settings, node, nodes)
+        if node.conf.read_text() == text or node.pid is None:
+            continue
+        before = (_http_json(f"{node.monitor}/varz") or {}).get("config_load_time")
+        log_size = node.log.stat().st_size if node.log.exists() else 0
+        running = node.conf.read_text()
+        node.conf.write_text(text)
+        os.kill(node.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if (_http_json(f"{node.monitor}/varz") or {}).get("config_load_time") != before:
+                note(f"{node.name}: nats.conf changed, reloaded without a restart")
+                break
+            with open(node.log, "rb") as log:
+                log.seek(log_size)
+                failed = [
+                    line.split("[ERR] ", 1)[-1]
+                    for line in log.read().decode(errors="replace").splitlines()
+                    if "Failed to reload" in line
+                ]
+            if failed:
+                node.conf.write_text(running)  # the file says what the server runs
+                raise LocalError(
+                    f"{node.name} cannot take the changed nats.conf without a restart: "
+                    f"{failed[-1]}; run `make local-down`, then `make local` (the stores stay)"
+                )
+            time.sleep(0.1)
+        else:
+            raise LocalError(f"{node.name} did not reload its nats.conf within 10s; see {node.log}")
+
+
+def launch(
+    settings: StackSettings, nodes: list[Node], alive: dict[tuple[str, int], Node]
+) -> list[Node]:
     binary, version = server_binary()
     wanted = settings.cluster.version
     if wanted is not None and version[:2] != wanted[:2]:
@@ -283,7 +338,8 @@ def start_cluster(settings: StackSettings) -> list[Node]:
             f"warning: the local nats-server is {'.'.join(map(str, version))} but the stack's "
             f"image is {settings.cluster.image}: what runs here is not what deploys"
         )
-    for node in nodes:
+    missing = [n for n in nodes if (n.name, n.client_port) not in alive]
+    for node in missing:
         for port, what in (
             (node.client_port, "client"),
             (node.http_port, "monitoring"),
@@ -296,6 +352,9 @@ def start_cluster(settings: StackSettings) -> list[Node]:
                     f"(monitoring = client + {HTTP_OFFSET}, routes = client + {ROUTE_OFFSET})"
                 )
     for node in nodes:
+        if (node.name, node.client_port) in alive:
+            node.pid = alive[(node.name, node.client_port)].pid
+            continue
         node.folder.mkdir(parents=True, exist_ok=True)
         node.conf.write_text(node_conf(settings, node, nodes))
         with open(node.log, "ab") as log:
