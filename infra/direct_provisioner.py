@@ -124,22 +124,10 @@ class DirectProvisioner(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: DirectProvisionerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
+        # No props: a component's props are compared as they are, so a flag of one run
+        # (allowDestructive) would show as a change in the next. The assets carry it.
+        super().__init__(TYPE, name, None, opts)
         topology = args["topology"]
-        declared = [s.name for s in topology.streams] + [
-            f"{c.stream}/{c.name}" for c in topology.consumers
-        ]
-        # Props that change only with the topology or the config (a re-run must change
-        # nothing); the policy pack reads what the stack allows.
-        super().__init__(
-            TYPE,
-            name,
-            {
-                "topology": topology.name,
-                "allowDestructive": args["allow_destructive"],
-                "declared": declared,
-            },
-            opts,
-        )
         for stream in topology.streams:
             created = JetStreamAsset(
                 resource_name(stream.name),

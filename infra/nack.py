@@ -121,10 +121,16 @@ class NackTarget:
     labels: dict[str, str]
 
 
+ALLOW_DESTRUCTIVE_ANNOTATION = "natstopo.io/allow-destructive"
+
+
 def _meta(name: str, target: NackTarget) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": dict(target.labels)}
     if target.namespace is not None:
         meta["namespace"] = target.namespace
+    if not target.prevent_delete:
+        # The stack allows destructive changes: the policy pack reads this.
+        meta["annotations"] = {ALLOW_DESTRUCTIVE_ANNOTATION: "true"}
     return meta
 
 
@@ -260,8 +266,7 @@ class NackProvisioner(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: NackProvisionerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        target = args["target"]
-        super().__init__(TYPE, name, {"allowDestructive": not target.prevent_delete}, opts)
+        super().__init__(TYPE, name, None, opts)
         topology = args["topology"]
         streams: dict[str, k8s.apiextensions.CustomResource] = {}
         for res in nack_resources(topology, args["target"]):

@@ -466,8 +466,7 @@ class NatsCluster(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: NatsClusterArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        # The policy pack reads what the stack allows (props that change only with the config).
-        super().__init__(TYPE, name, {"allowReplace": args["allow_replace"]}, opts)
+        super().__init__(TYPE, name, None, opts)
         settings = args["settings"]
         conf_text = render_nats_conf(nats_conf_for_cluster(settings, args["auth_includes"]))
         objects = cluster_objects(

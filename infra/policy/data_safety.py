@@ -37,9 +37,7 @@ PACK = "natstopo-data-safety"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"
 NACK_STREAM = "kubernetes:jetstream.nats.io/v1beta2:Stream"
-CLUSTER = "natstopo:nats_cluster:NatsCluster"
 DIRECT = "natstopo:direct_provisioner:DirectProvisioner"
-NACK = "natstopo:nack:NackProvisioner"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 IMMUTABLE_FIELDS = (
     "serviceName",
@@ -156,13 +154,13 @@ def check_stream_deletes(
     for component in resources:
         if component.resource_type != DIRECT:
             continue
-        if _normal(component.props).get("allowDestructive"):
-            continue
         assets = [
             _normal(r.props)
             for r in resources
             if r.resource_type == DYNAMIC and r.parent is not None and r.parent.urn == component.urn
         ]
+        if any(a.get("allow_destructive") for a in assets):
+            continue
         if not assets or not all(
             _known(a.get("model")) and _known(a.get("servers")) for a in assets
         ):
@@ -235,8 +233,8 @@ def check_nack_streams(resources: list[Any], report: ReportViolation) -> None:
     for res in resources:
         if res.resource_type != NACK_STREAM:
             continue
-        parent = res.parent
-        if parent is not None and parent.props.get("allowDestructive"):
+        annotations = (res.props.get("metadata") or {}).get("annotations") or {}
+        if annotations.get("natstopo.io/allow-destructive") == "true":
             continue
         spec = res.props.get("spec") or {}
         if spec.get("preventDelete") is not True:

@@ -94,3 +94,7 @@ def test_allowing_destructive_changes_lets_a_stream_go_with_its_resource() -> No
     loose = dataclasses.replace(TARGET, prevent_delete=False)
     streams = [r for r in nack_resources(topology, loose) if r["kind"] == "Stream"]
     assert streams and all(r["spec"]["preventDelete"] is False for r in streams)
+    # What the policy pack reads to let it through.
+    assert all(
+        r["metadata"]["annotations"] == {"natstopo.io/allow-destructive": "true"} for r in streams
+    )

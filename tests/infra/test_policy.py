@@ -14,10 +14,8 @@ import yaml
 
 from bus_runtime import load_topology
 from data_safety import (
-    CLUSTER,
     DIRECT,
     DYNAMIC,
-    NACK,
     NACK_STREAM,
     STATEFULSET,
     check_nack_streams,
@@ -118,7 +116,7 @@ def test_streams_and_consumers_no_longer_declared(nats_server: Any) -> None:
         *(props("TAX_AGENT_JOBS", c.name) for c in jobs.consumers),
     ):
         provider.create(p)
-    component = res(DIRECT, {"allowDestructive": False})
+    component = res(DIRECT, {})
     # Now the stack declares only TAX_AGENT_JOBS and one of its consumers.
     kept = [
         res(DYNAMIC, props("TAX_AGENT_JOBS"), parent=component),
@@ -132,7 +130,9 @@ def test_streams_and_consumers_no_longer_declared(nats_server: Any) -> None:
         + [f"- consumer TAX_AGENT_JOBS/{c.name}" for c in jobs.consumers[1:]]
     )
     allowed = Violations()
-    check_stream_deletes([res(DIRECT, {"allowDestructive": True}), *kept], allowed)
+    loose = res(DIRECT, {})
+    let = [res(DYNAMIC, {**k.props, "allow_destructive": True}, parent=loose) for k in kept]
+    check_stream_deletes([loose, *let], allowed)
     assert allowed == []
 
 
@@ -146,7 +146,7 @@ def test_a_statefulset_change_only_a_replace_can_make(tmp_path: Path) -> None:
     manifests.mkdir()
     (manifests / "apps_v1-statefulset-default-nats.yaml").write_text(yaml.safe_dump(before))
     provider = SimpleNamespace(props={"renderYamlToDirectory": str(tmp_path)})
-    cluster = res(CLUSTER, {"allowReplace": False})
+    cluster = res("natstopo:nats_cluster:NatsCluster", {})
 
     after = _statefulset(ClusterSettings(volume_size="20Gi", image="nats:2.15.2"))
     found = Violations()
@@ -170,12 +170,13 @@ def test_a_statefulset_change_only_a_replace_can_make(tmp_path: Path) -> None:
 
 
 def test_nack_streams_must_keep_their_data() -> None:
-    parent = res(NACK, {"allowDestructive": False})
     found = Violations()
+    allowed = {"annotations": {"natstopo.io/allow-destructive": "true"}}
     check_nack_streams(
         [
-            res(NACK_STREAM, {"spec": {"name": "A", "preventDelete": True}}, parent=parent),
-            res(NACK_STREAM, {"spec": {"name": "B", "preventDelete": False}}, parent=parent),
+            res(NACK_STREAM, {"spec": {"name": "A", "preventDelete": True}}),
+            res(NACK_STREAM, {"spec": {"name": "B", "preventDelete": False}}),
+            res(NACK_STREAM, {"metadata": allowed, "spec": {"name": "C", "preventDelete": False}}),
         ],
         found,
     )
