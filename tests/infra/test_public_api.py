@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import bus_runtime
 import pytest
+
+import bus_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = sorted([*(REPO / "infra").rglob("*.py"), REPO / "tools" / "local_up.py"])
