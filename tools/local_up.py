@@ -133,6 +133,13 @@ class Node:
     name: str
     client_port: int
     pid: int | None = None
+    # The process when this run started it (its exit status is then known exactly).
+    proc: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
+
+    def running(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and _alive(self.pid, self.conf)
 
     @property
     def http_port(self) -> int:
@@ -367,6 +374,7 @@ def launch(
                 env={**os.environ, "SERVER_NAME": node.name, "POD_NAME": node.name},
             )
         node.pid = proc.pid
+        node.proc = proc
         note(f"{node.name}: pid {proc.pid}, {node.url}, monitoring {node.monitor}, log {node.log}")
     STATE_FILE.write_text(
         json.dumps(
@@ -397,9 +405,10 @@ def wait_ready(nodes: list[Node], timeout: float) -> None:
         problems = []
         leaders = set()
         for node in nodes:
-            if node.pid is not None and not _alive(node.pid, node.conf):
+            if node.pid is not None and not node.running():
+                code = f" with status {node.proc.returncode}" if node.proc is not None else ""
                 tail = "\n      ".join(node.log.read_text(errors="replace").splitlines()[-8:])
-                raise LocalError(f"{node.name} exited; the end of {node.log}:\n      {tail}")
+                raise LocalError(f"{node.name} exited{code}; the end of {node.log}:\n      {tail}")
             jsz = _http_json(f"{node.monitor}/jsz")
             meta = (jsz or {}).get("meta_cluster")
             if len(nodes) == 1:
