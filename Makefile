@@ -6,10 +6,8 @@ NATSTOPO_CACHE ?= $(HOME)/.cache/natstopo
 export NATSTOPO_CACHE
 # Older nats-server releases tested beside the newest one that the dev extra installs.
 EXTRA_SERVER_VERSIONS ?= 2.10.26 2.11.11 2.12.8 2.14.6
-ENV ?= local
-TOPOLOGY ?= topology/topology.yaml
 
-.PHONY: setup servers node-deps graphviz pulumi-engine kube-test-cluster go-tools local test test-fast lint typecheck bench clean constraints
+.PHONY: setup servers node-deps graphviz pulumi-engine kube-test-cluster go-tools local local-down test test-fast lint typecheck bench clean constraints
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -71,13 +69,17 @@ kube-test-cluster:
 go-tools:
 	bash tools/go-tools/build.sh
 
-# The main job on the embedded local default: validate the topology, start a local JetStream
-# server (store under $(NATSTOPO_CACHE)/local), apply the topology to it, check drift, stop.
-# `make local KEEP=1` leaves the server running for application services;
-# `make local ALLOW_DESTRUCTIVE=1` lets apply replace or delete assets of the local store.
+# The main job: the `local` stack (Pulumi.local.yaml) with the real Pulumi engine. Starts a local
+# 3-node JetStream cluster from the nats.conf the stack generates (or reuses the running one),
+# runs `pulumi up --stack local` (Kubernetes objects rendered to out/local/manifests, streams
+# and consumers through the reconciler), checks a re-run changes nothing, prints what is where.
+# The cluster stays up until `make local-down`; stores and state stay in $(NATSTOPO_CACHE)/local.
+# `make local ALLOW_DESTRUCTIVE=1` lets this run replace or delete streams (messages are lost).
 local: setup
-	$(BIN)/python tools/local_up.py $(TOPOLOGY) --env $(ENV) $(if $(KEEP),--keep) \
-	  $(if $(ALLOW_DESTRUCTIVE),--allow-destructive)
+	$(BIN)/python tools/local_up.py up $(if $(ALLOW_DESTRUCTIVE),--allow-destructive)
+
+local-down: | $(BIN)/python
+	$(BIN)/python tools/local_up.py down
 
 test: setup pulumi-engine kube-test-cluster go-tools lint typecheck
 	$(BIN)/python -m pytest

@@ -628,3 +628,35 @@ def check_features(topology: Topology, server: Version) -> None:
 def unknown_keys(kind: Kind, server: Version) -> set[str]:
     """API keys of the format that a server of `server` does not know: never sent to it."""
     return {r.key for r in FIELD_RULES[kind].values() if server < r.since}
+
+
+# --------------------------------------------------------------------------- per-kind names
+
+
+def _features(kind: Kind) -> dict[str, tuple[str, Version, object]]:
+    return {
+        r.field: (r.feature, r.since, effective(kind, r.key, {}))
+        for r in FIELD_RULES[kind].values()
+        if r.since > MIN_SERVER
+    }
+
+
+STREAM_FEATURES: dict[str, tuple[str, Version, object]] = _features("stream")
+"""Stream fields that need a newer server than 2.10: (feature, version, default)."""
+CONSUMER_FEATURES: dict[str, tuple[str, Version, object]] = _features("consumer")
+"""Consumer fields that need a newer server than 2.10 (none yet)."""
+
+
+def classify_stream_field(
+    field: str, before: Any, after: Any, version: Version = MIN_SERVER
+) -> tuple[Effect, str]:
+    """`classify("stream", ...)` without state; without a version, 2.10's rules (the most
+    cautious: pass the target server's version)."""
+    return classify("stream", field, before, after, version)
+
+
+def classify_consumer_field(
+    field: str, before: Any, after: Any, version: Version = MIN_SERVER
+) -> tuple[Effect, str]:
+    """`classify("consumer", ...)` without state; without a version, 2.10's rules."""
+    return classify("consumer", field, before, after, version)

@@ -4,9 +4,11 @@
 // is not served by the Go module proxy these machines reach, so this small host stands in for
 // it. It implements only what `pulumi up/preview/destroy` need: Run (start the SDK's own
 // pulumi-language-python-exec script, which lies beside this binary, with the project's
-// virtualenv) and GetPluginInfo. Everything else answers Unimplemented, which the engine
-// treats as "an older host": no required-plugin list (plugins are then loaded on demand from
-// PATH), no `pulumi install`, no `pulumi about` details.
+// virtualenv), RunPlugin (start a plugin program written in Python, such as a policy pack run
+// by `pulumi preview --policy-pack DIR`, with the plugin's own virtualenv) and GetPluginInfo.
+// Everything else answers Unimplemented, which the engine treats as "an older host": no
+// required-plugin list (plugins are then loaded on demand from PATH), no `pulumi install`, no
+// `pulumi about` details.
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -179,4 +182,49 @@ func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.R
 		return &pulumirpc.RunResponse{Error: err.Error()}, nil
 	}
 	return &pulumirpc.RunResponse{}, nil
+}
+
+// RunPlugin runs a plugin program written in Python: a folder holding `__main__.py` and a
+// PulumiPolicy.yaml or PulumiPlugin.yaml whose runtime options name the virtualenv. The engine
+// uses it to start a Python policy pack (an "analyzer"): the pack prints the port it serves
+// on, and everything it writes is streamed back to the engine. Only the bare-folder form is
+// supported (upstream's host also runs buildable packages through `pulumi.run.plugin`).
+func (h *host) RunPlugin(
+	req *pulumirpc.RunPluginRequest, server pulumirpc.LanguageRuntime_RunPluginServer,
+) error {
+	info := req.GetInfo()
+	if info == nil {
+		return errors.New("RunPluginRequest carries no program info")
+	}
+	dir := info.GetProgramDirectory()
+	if _, err := os.Stat(filepath.Join(dir, "__main__.py")); err != nil {
+		return fmt.Errorf("plugin %s is not runnable: it has no __main__.py (%w)", dir, err)
+	}
+	// `-u`: the pack announces its port on stdout and the engine waits for that line.
+	args := append([]string{"-u", dir}, req.GetArgs()...)
+	cmd, err := pythonCommand(server.Context(), info, args)
+	if err != nil {
+		return err
+	}
+	closer, stdout, stderr, err := rpcutil.MakeRunPluginStreams(server, false)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	cmd.Dir = req.GetPwd()
+	cmd.Env = append(cmd.Env, req.GetEnv()...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			if status, ok := exit.Sys().(syscall.WaitStatus); ok {
+				return server.Send(&pulumirpc.RunPluginResponse{
+					Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(status.ExitStatus())},
+				})
+			}
+			return fmt.Errorf("plugin %s exited unexpectedly: %w", dir, err)
+		}
+		return fmt.Errorf("cannot run plugin %s: %w", dir, err)
+	}
+	return closer.Close()
 }

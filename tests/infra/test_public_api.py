@@ -1,0 +1,28 @@
+"""infra/ and the local job use bus_runtime through its public API only (its `__all__`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import bus_runtime
+
+REPO = Path(__file__).resolve().parents[2]
+FILES = sorted([*(REPO / "infra").rglob("*.py"), REPO / "tools" / "local_up.py"])
+
+
+@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(REPO)) for p in FILES])
+def test_only_the_public_api(path: Path) -> None:
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bus_runtime"):
+            assert node.module == "bus_runtime", f"{path}:{node.lineno}: from {node.module}"
+            for alias in node.names:
+                assert alias.name in bus_runtime.__all__, f"{path}:{node.lineno}: {alias.name}"
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                assert not alias.name.startswith("bus_runtime."), (
+                    f"{path}:{node.lineno}: {alias.name}"
+                )
