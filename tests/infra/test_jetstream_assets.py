@@ -189,13 +189,22 @@ def test_lowered_limits_are_refused_without_the_flag(nats_server_each: Any) -> N
     provider = JetStreamAssetProvider()
     topo = topology()
     created = provider.create(inputs_for(topo, url, "TAX_AGENT_DLQ"))
-    shorter = with_stream(topo, "TAX_AGENT_DLQ", max_age=60 * 10**9)
-    with pytest.raises(ProvisionerError, match="destructive: deletes messages older than 1m"):
-        provider.diff("TAX_AGENT_DLQ", created.outs, inputs_for(shorter, url, "TAX_AGENT_DLQ"))
+    # A lowered limit is destructive when it drops stored messages (the reconciler reads
+    # the stream's state): 3 stored, at most 1 kept.
+    asyncio.run(publish(url, "dlq.TAX_AGENT_JOBS.ocr.requested", 3))
+    fewer = with_stream(topo, "TAX_AGENT_DLQ", max_msgs=1)
+    with pytest.raises(ProvisionerError, match="destructive: deletes the oldest messages above 1"):
+        provider.diff("TAX_AGENT_DLQ", created.outs, inputs_for(fewer, url, "TAX_AGENT_DLQ"))
     allowed = provider.diff(
-        "TAX_AGENT_DLQ", created.outs, inputs_for(shorter, url, "TAX_AGENT_DLQ", allow=True)
+        "TAX_AGENT_DLQ", created.outs, inputs_for(fewer, url, "TAX_AGENT_DLQ", allow=True)
     )
     assert (allowed.changes, allowed.replaces) == (True, None)  # in place, though destructive
+    # Nothing stored is older than 1m: a shorter max_age deletes nothing, it is in place.
+    shorter = with_stream(topo, "TAX_AGENT_DLQ", max_age=60 * 10**9)
+    in_place = provider.diff(
+        "TAX_AGENT_DLQ", created.outs, inputs_for(shorter, url, "TAX_AGENT_DLQ")
+    )
+    assert (in_place.changes, in_place.replaces) == (True, None)
 
 
 def test_consumers_follow_their_stream(nats_server_each: Any) -> None:
