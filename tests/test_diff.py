@@ -714,3 +714,27 @@ def test_markdown_stays_under_github_s_comment_limit(tmp_path: Path) -> None:
     assert len(text) <= 20_000
     assert "changes are not listed here" in text
     assert len(render_markdown(r, None, limit=10**9)) > 20_000
+
+
+def test_limits_to_interest_is_destructive_without_a_server(tmp_path: Path) -> None:
+    # limits -> interest deletes what every consumer acked (and on 2.15, with no consumer,
+    # everything): without live state the diff says the worst.
+    r = compare_from(tmp_path, BASE, INTEREST, environments=["dev"])
+    assert only(r, "stream", "ORDERS", "dev").infrastructure == "destructive"
+    back = compare_from(tmp_path / "2", INTEREST, BASE, environments=["dev"])
+    assert only(back, "stream", "ORDERS", "dev").infrastructure == "safe"
+
+
+def test_max_consumers_follows_the_target_server_version(tmp_path: Path) -> None:
+    head = edit(BASE, "    max_bytes: 1GiB\n", "    max_bytes: 1GiB\n    max_consumers: 10\n")
+    old = compare_from(tmp_path, BASE, head, environments=["dev"])  # default: 2.10
+    assert only(old, "stream", "ORDERS", "dev").infrastructure == "replace"
+    new = compare_from(tmp_path / "2", BASE, head, environments=["dev"], server_version=(2, 14, 0))
+    assert only(new, "stream", "ORDERS", "dev").infrastructure == "safe"
+
+
+def test_a_lowered_limit_with_discard_new_deletes_nothing(tmp_path: Path) -> None:
+    base = edit(BASE, "    max_bytes: 1GiB\n", "    max_bytes: 1GiB\n    discard: new\n")
+    head = edit(base, "    max_bytes: 1GiB\n", "    max_bytes: 512MiB\n")
+    r = compare_from(tmp_path, base, head, environments=["dev"])
+    assert only(r, "stream", "ORDERS", "dev").infrastructure == "safe"

@@ -3,14 +3,15 @@ by the server's rules for the target version (`bus_runtime.jetstream.rules`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from ..jetstream import rules
 from ..topology.model import (
     CONSUMER_FIELD_TO_API,
     STREAM_FIELD_TO_API,
     Consumer,
+    Stream,
     Topology,
 )
 from ..topology.subjects import subject_matches
@@ -27,40 +28,42 @@ def _worst(effects: Iterable[Infra]) -> Infra:
     return max(effects, key=lambda e: INFRA_RANK[e], default="safe")
 
 
-def _server_value(kind: str, fld: str, value: Any) -> Any:
-    """A topology value as the server holds it: unset is the server's default."""
-    if value is not None:
-        return list(value) if isinstance(value, tuple) else value
-    if kind == "stream":
-        return rules.STREAM_DEFAULTS.get(STREAM_FIELD_TO_API[fld])
-    return rules.CONSUMER_DEFAULTS.get(CONSUMER_FIELD_TO_API[fld])
-
-
-def _classify(
-    kind: str, fld: str, before: Any, after: Any, version: tuple[int, int, int]
-) -> tuple[Infra, str]:
-    b, a = _server_value(kind, fld, before), _server_value(kind, fld, after)
-    # The live planner's classifier, without a server: no state, the worst case, by the
-    # target server's version (max_consumers is in place from 2.12, say).
-    if kind == "stream":
-        eff, reason = rules.classify_stream_field(fld, b, a, version)
-    else:
-        eff, reason = rules.classify_consumer_field(fld, b, a, version)
-    return _effect(eff), reason
-
-
 def _setting_deltas(
-    kind: str, old: Mapping[str, Any], new: Mapping[str, Any], version: tuple[int, int, int]
+    kind: Literal["stream", "consumer"],
+    old: Stream | Consumer,
+    new: Stream | Consumer,
+    version: tuple[int, int, int],
+    retention: str | None = None,
 ) -> list[FieldDelta]:
+    """The settings that differ once the server has stored them (writing out a default, or
+    dropping it, is no change), each judged by the server's rules for `version`, with no
+    stored state known (the worst case) but the asset's new config (a stream's `discard`
+    decides whether a lowered limit deletes anything) and, for a consumer, its stream's
+    retention."""
+    if isinstance(old, Stream) and isinstance(new, Stream):
+        table, old_cfg, new_cfg = (
+            STREAM_FIELD_TO_API,
+            old.to_stream_config(),
+            new.to_stream_config(),
+        )
+    elif isinstance(old, Consumer) and isinstance(new, Consumer):
+        table, old_cfg, new_cfg = (
+            CONSUMER_FIELD_TO_API,
+            old.to_consumer_config(),
+            new.to_consumer_config(),
+        )
+    else:
+        raise TypeError("compare a stream with a stream, a consumer with a consumer")
     out: list[FieldDelta] = []
-    for fld in old:
-        before, after = old[fld], new[fld]
+    for fld, key in table.items():
+        before, after = getattr(old, fld), getattr(new, fld)
         if _norm(before) == _norm(after):
             continue
-        if _server_value(kind, fld, before) == _server_value(kind, fld, after):
-            continue  # writing out the server's default (or dropping it) changes nothing
-        effect, reason = _classify(kind, fld, before, after, version)
-        out.append(FieldDelta(fld, _norm(before), _norm(after), effect, reason))
+        b, a = rules.effective(kind, key, old_cfg), rules.effective(kind, key, new_cfg)
+        if b == a:
+            continue
+        eff, reason = rules.classify(kind, fld, b, a, version, config=new_cfg, retention=retention)
+        out.append(FieldDelta(fld, _norm(before), _norm(after), _effect(eff), reason))
     return out
 
 
@@ -98,7 +101,7 @@ def stream_changes(
         )
     for name in [s.name for s in head.streams if s.name in old]:
         a, b = old[name], new[name]
-        fields = _setting_deltas("stream", a.settings(), b.settings(), version)
+        fields = _setting_deltas("stream", a, b, version)
         if sorted(a.subjects) != sorted(b.subjects):
             fields.append(FieldDelta("subjects", sorted(a.subjects), sorted(b.subjects)))
         if dict(a.metadata) != dict(b.metadata):
@@ -152,9 +155,7 @@ def consumer_changes(
         if s.name in old_streams
         and any(
             f.effect == "replace"
-            for f in _setting_deltas(
-                "stream", old_streams[s.name].settings(), s.settings(), version
-            )
+            for f in _setting_deltas("stream", old_streams[s.name], s, version)
         )
     }
     old = {(c.stream, c.name): c for c in base.consumers}
@@ -192,7 +193,9 @@ def consumer_changes(
         if key[0] in replaced:
             continue  # reported with its stream's replace
         a, b = old[key], new[key]
-        fields = _setting_deltas("consumer", a.settings(), b.settings(), version)
+        stream = next((s for s in head.streams if s.name == b.stream), None)
+        retention = stream.retention if stream is not None else None
+        fields = _setting_deltas("consumer", a, b, version, retention)
         if sorted(a.filter_subjects) != sorted(b.filter_subjects):
             effect, reason = _filter_effect(base, head, a, b)
             fields.append(
