@@ -94,28 +94,58 @@ def namespace_objects(kube: KubeAPI, namespace: str) -> dict[str, list[str]]:
 
 @contextmanager
 def namespace_finalizer(kube: KubeAPI, namespace: str) -> Iterator[None]:
-    """While the block runs, finalize `namespace` once it is Terminating and empty.
+    """While the block runs, do what kube-controller-manager would on a delete.
 
-    What kube-controller-manager's namespace controller does; without it a deleted
-    namespace stays Terminating and the provider's delete of it never ends.
+    The provider deletes with foreground propagation: an object keeps the
+    `foregroundDeletion` finalizer until the garbage collector removes it, and a deleted
+    namespace stays Terminating until the namespace controller finalizes it. Neither runs
+    here, so this removes the finalizer of deleted objects (none has dependents) and
+    finalizes the namespace once it is empty.
     """
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.wait(0.2):
+            for prefix, plural in NAMESPACED:
+                listed = kube.request("GET", f"{prefix}/namespaces/{namespace}/{plural}")
+                for item in (listed.body or {}).get("items", []) if listed.status == 200 else []:
+                    meta = item["metadata"]
+                    held = meta.get("finalizers") or []
+                    if meta.get("deletionTimestamp") and "foregroundDeletion" in held:
+                        # The garbage collector's part: no dependents, so the object goes.
+                        kube.request(
+                            "PATCH",
+                            f"{prefix}/namespaces/{namespace}/{plural}/{meta['name']}",
+                            {"metadata": {"finalizers": [f for f in held if f != "foregroundDeletion"]}},
+                            content_type="application/merge-patch+json",
+                        )
             got = kube.request("GET", f"/api/v1/namespaces/{namespace}")
             if got.status != 200 or not got.body["metadata"].get("deletionTimestamp"):
                 continue
             if namespace_objects(kube, namespace):
                 continue  # the controller deletes the content first; here the stack did
-            body = copy.deepcopy(got.body)
-            body["spec"]["finalizers"] = []
-            kube.request("PUT", f"/api/v1/namespaces/{namespace}/finalize", body)
+            held = got.body["metadata"].get("finalizers") or []
+            if "foregroundDeletion" in held:
+                kube.request(
+                    "PATCH",
+                    f"/api/v1/namespaces/{namespace}",
+                    {"metadata": {"finalizers": [f for f in held if f != "foregroundDeletion"]}},
+                    content_type="application/merge-patch+json",
+                )
+            if got.body["spec"].get("finalizers"):
+                body = copy.deepcopy(got.body)
+                body["spec"]["finalizers"] = []
+                kube.request("PUT", f"/api/v1/namespaces/{namespace}/finalize", body)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     try:
         yield
+        # The provider does not wait for a skipAwait namespace to go; the test does.
+        deadline = time.monotonic() + 20
+        while kube.request("GET", f"/api/v1/namespaces/{namespace}").status != 404:
+            assert time.monotonic() < deadline, "the namespace is still there"
+            time.sleep(0.2)
     finally:
         stop.set()
         thread.join(timeout=10)
