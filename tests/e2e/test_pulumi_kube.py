@@ -116,7 +116,11 @@ def namespace_finalizer(kube: KubeAPI, namespace: str) -> Iterator[None]:
                         kube.request(
                             "PATCH",
                             f"{prefix}/namespaces/{namespace}/{plural}/{meta['name']}",
-                            {"metadata": {"finalizers": [f for f in held if f != "foregroundDeletion"]}},
+                            {
+                                "metadata": {
+                                    "finalizers": [f for f in held if f != "foregroundDeletion"]
+                                }
+                            },
                             content_type="application/merge-patch+json",
                         )
             got = kube.request("GET", f"/api/v1/namespaces/{namespace}")
