@@ -16,9 +16,11 @@ project's own check; a stored Stream with one wrong value is refused by the sche
 leaves nothing in the namespace.
 
 Not here: the prod stack's PodMonitor (prometheus-operator's CRD is not available here, so it
-is turned off); the namespace controller (kube-controller-manager is not run), so while
-`destroy` waits for the namespace to go, the test finalizes it as that controller would once
-the namespace is empty.
+is turned off); kube-controller-manager (not run): the provider deletes with foreground
+propagation, which leaves each object with the `foregroundDeletion` finalizer for the garbage
+collector, and a deleted namespace stays Terminating for the namespace controller. During
+`destroy` the test does both controllers' part (`namespace_finalizer`), then lists the
+namespace's objects through the API.
 """
 
 from __future__ import annotations
