@@ -69,14 +69,16 @@ DURATION_FIELDS = frozenset(
         "ack_wait",
         "backoff",
         "max_request_expires",
+        "handler_timeout",
     }
 )
 SIZE_FIELDS = frozenset({"max_bytes", "max_msg_size"})
 # Settings read by bus_runtime itself; never sent to the server.
-RUNTIME_CONSUMER_FIELDS = frozenset({"fetch_batch", "concurrency"})
+RUNTIME_CONSUMER_FIELDS = frozenset({"fetch_batch", "concurrency", "handler_timeout"})
 
 DEFAULT_FETCH_BATCH = 100
 DEFAULT_CONCURRENCY = 16
+DEFAULT_HANDLER_TIMEOUT = 5 * 60 * 1_000_000_000  # 5 minutes, in nanoseconds
 
 
 @dataclass(frozen=True)
@@ -164,8 +166,11 @@ class Consumer:
         service: The service that consumes through it.
         topics: Topic names it receives; empty when it takes every subject of the stream.
         filter_subjects: The filter subjects derived from `topics`.
-        fetch_batch: Runtime setting: messages per pull request.
+        fetch_batch: Runtime setting: messages per pull request at most (the bus asks only
+            for as many as its free handler slots can start at once).
         concurrency: Runtime setting: handlers running at once.
+        handler_timeout: Runtime setting: nanoseconds one handler call may run before the
+            bus cancels it and counts the delivery as failed.
     """
 
     name: str
@@ -191,6 +196,7 @@ class Consumer:
     metadata: tuple[tuple[str, str], ...] = ()
     fetch_batch: int = DEFAULT_FETCH_BATCH
     concurrency: int = DEFAULT_CONCURRENCY
+    handler_timeout: int = DEFAULT_HANDLER_TIMEOUT
     location: Location | None = field(default=None, compare=False, hash=False, repr=False)
     field_locations: Mapping[str, Location] = field(
         default_factory=dict, compare=False, hash=False, repr=False
@@ -424,6 +430,7 @@ class Topology:
                             "topics": list(c.topics),
                             "fetch_batch": c.fetch_batch,
                             "concurrency": c.concurrency,
+                            "handler_timeout": c.handler_timeout,
                         }
                         for c in s.consumers
                     ],

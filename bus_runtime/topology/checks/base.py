@@ -20,6 +20,7 @@ from ..model import (
     CONSUMER_FIELD_TO_API,
     DEFAULT_CONCURRENCY,
     DEFAULT_FETCH_BATCH,
+    DEFAULT_HANDLER_TIMEOUT,
     DURATION_FIELDS,
     SIZE_FIELDS,
     STREAM_FIELD_TO_API,
@@ -44,9 +45,16 @@ BUILTIN_CONSUMER: dict[str, Any] = {
     "max_deliver": 3,
     "fetch_batch": DEFAULT_FETCH_BATCH,
     "concurrency": DEFAULT_CONCURRENCY,
+    "handler_timeout": DEFAULT_HANDLER_TIMEOUT,
 }
 STREAM_SETTINGS = (*STREAM_FIELD_TO_API, "metadata", "dead_letter", "subject_prefix")
-CONSUMER_SETTINGS = (*CONSUMER_FIELD_TO_API, "metadata", "fetch_batch", "concurrency")
+CONSUMER_SETTINGS = (
+    *CONSUMER_FIELD_TO_API,
+    "metadata",
+    "fetch_batch",
+    "concurrency",
+    "handler_timeout",
+)
 
 NAME_KINDS: dict[KeyPath, str] = {
     ("streams",): "stream name",

@@ -8,6 +8,7 @@ from ..model import (
     CONSUMER_FIELD_TO_API,
     DEFAULT_CONCURRENCY,
     DEFAULT_FETCH_BATCH,
+    DEFAULT_HANDLER_TIMEOUT,
     Consumer,
     Location,
     Topic,
@@ -106,6 +107,22 @@ class ConsumerChecks(ReferenceChecks):
                 f"max_request_expires {format_duration(expires)} is below the server's minimum "
                 "of 1ms (server error 10115)",
             )
+        if v["headers_only"] is True:
+            # The bus decodes, checks and hands over every body: a headers-only consumer
+            # would dead-letter each message as an empty body.
+            self.err(
+                self._where(cs.get("headers_only"), cpath),
+                f"consumer `{cname}` has headers_only: true: the server would deliver every "
+                f"message without its body, and bus_runtime (service `{c.get('service')}`) "
+                "needs the body to hand the event to a handler; remove headers_only",
+            )
+        handler_timeout = v["handler_timeout"]
+        if isinstance(handler_timeout, int) and handler_timeout < MS:
+            self.err(
+                self._where(cs.get("handler_timeout"), cpath),
+                f"handler_timeout {format_duration(handler_timeout)} is below 1ms: a handler "
+                "needs time to run (the default is 5m)",
+            )
         if v["deliver_policy"] == "by_start_sequence" and cs.get("opt_start_seq") is None:
             self.err(
                 self._where(cs.get("deliver_policy"), cpath),
@@ -144,6 +161,9 @@ class ConsumerChecks(ReferenceChecks):
             metadata=v["metadata"] or (),
             fetch_batch=v["fetch_batch"] or DEFAULT_FETCH_BATCH,
             concurrency=v["concurrency"] or DEFAULT_CONCURRENCY,
+            handler_timeout=handler_timeout
+            if isinstance(handler_timeout, int) and handler_timeout >= MS
+            else DEFAULT_HANDLER_TIMEOUT,
             location=Location(self.locs.file, line, col),
             field_locations=self._locations(cs),
             **kwargs,

@@ -8,16 +8,67 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import jsonschema
+import referencing.exceptions
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from ..yaml_source import Path as KeyPath
 from .base import (
     CheckerBase,
     did_you_mean,
 )
+
+# Keywords whose values are data, not subschemas: a `$ref` key inside them is not a reference.
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
+
+
+def unresolvable_refs(schema: Mapping[str, Any]) -> list[str]:
+    """The `$ref`s of a JSON Schema that do not resolve inside the schema itself.
+
+    natstopo resolves a payload schema's references within its own document only
+    (`#/$defs/...`, `#`, embedded `$id`s): it never reads other files or the network when
+    checking a payload, so a reference to a sibling file or a URL would fail every
+    publish of the topic. Each problem is one line naming the reference.
+    """
+    try:
+        resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+    except referencing.exceptions.CannotDetermineSpecification:
+        return []  # an unknown `$schema`: check_schema reports it
+    own = schema.get("$id")
+    root = own if isinstance(own, str) else ""
+    registry: Registry[Any] = Registry().with_resource(root, resource).crawl()
+    problems: list[str] = []
+
+    def walk(node: Any, base: str) -> None:
+        if isinstance(node, dict):
+            own_id = node.get("$id")
+            if isinstance(own_id, str) and node is not schema:
+                base = urljoin(base, own_id)
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                try:
+                    registry.resolver(base).lookup(ref)
+                except referencing.exceptions.Unresolvable as exc:
+                    why = (
+                        "points to nothing inside the schema"
+                        if isinstance(exc, referencing.exceptions.PointerToNowhere)
+                        else "points outside the schema (another file or a URL)"
+                    )
+                    problems.append(f"`$ref` {ref!r} {why}")
+            for key, value in node.items():
+                if key not in _DATA_KEYWORDS:
+                    walk(value, base)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, base)
+
+    walk(schema, root)
+    return problems
 
 
 class ReferenceChecks(CheckerBase):
@@ -223,6 +274,19 @@ class ReferenceChecks(CheckerBase):
                 path,
                 f"payload schema `{rel}` is nested too deeply to check (keep it under about "
                 "50 levels of properties and items)",
+            )
+            return self._schemas[rel]
+        try:
+            refs = unresolvable_refs(schema)
+        except RecursionError:
+            refs = []  # deeper than this walk goes; the bus refuses it at first use
+        if refs:
+            self.err(
+                path,
+                f"payload schema `{rel}`: {'; '.join(refs[:3])}"
+                + (f" (and {len(refs) - 3} more)" if len(refs) > 3 else "")
+                + ": natstopo resolves references only inside the payload schema; move the "
+                "definition into its `$defs` and refer to it as `#/$defs/NAME`",
             )
             return self._schemas[rel]
         digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]

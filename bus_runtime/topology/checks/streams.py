@@ -133,6 +133,18 @@ class StreamChecks(ConsumerChecks):
             index.add(subject, (sname, what, where))
         # -- effective settings checks
         self._check_stream_limits(sname, ss, values)
+        if dl_sources and values["retention"] == "interest":
+            # Measured: the server acks each dead letter and keeps none when no consumer's
+            # filter takes it, and the bus terminates the original once the dead letter is
+            # acked: the message would be gone from both streams.
+            origins = ", ".join(f"`{o}`" for o in dl_sources)
+            self.err(
+                self._where(ss.get("retention"), spath),
+                f"stream `{sname}` receives the dead letters of {origins} but has retention "
+                "interest: an interest stream keeps a message only while a consumer's filter "
+                "takes it, so dead letters would be dropped as they arrive (and their "
+                "originals terminated); use retention: limits",
+            )
         line, col = self.locs.of_key(spath)
         consumers = [
             c
