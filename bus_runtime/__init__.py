@@ -18,6 +18,7 @@ from ._errors import (
     ChangesRefusedError,
     ConnectError,
     InvalidEnvelopeError,
+    PayloadTooLargeError,
     PayloadValidationError,
     PermissionViolationError,
     ReconcileError,
@@ -33,7 +34,7 @@ from .topology.model import Consumer, Service, Stream, Topic, Topology
 from .topology.units import format_duration, format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from .bus.contract import EventBus, Handler
+    from .bus.contract import ContextHandler, Delivery, EventBus, Handler
     from .bus.envelope import EventPayload, new_event_id
     from .bus.factory import create_event_bus
     from .bus.memory import MemoryBroker, MemoryEventBus
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 # What needs the NATS client is imported on first use, so loading or validating a
 # topology (the CLI's `validate`, a Pulumi program) does not pay for it.
 _LAZY = {
+    "ContextHandler": "bus.contract",
+    "Delivery": "bus.contract",
     "EventBus": "bus.contract",
     "Handler": "bus.contract",
     "NATSEventBus": "bus.nats_bus",
@@ -82,6 +85,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
     # errors
     "BusError",
+    "PayloadTooLargeError",
     "PayloadValidationError",
     "PermissionViolationError",
     "SetupError",
@@ -105,6 +109,8 @@ __all__ = [  # noqa: RUF022 - grouped by concern, not sorted
     # the event bus
     "BusClosedError",
     "BusMetrics",
+    "ContextHandler",
+    "Delivery",
     "EventBus",
     "EventPayload",
     "Handler",

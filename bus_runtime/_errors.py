@@ -77,13 +77,45 @@ class TopicNotDeclaredError(SetupError):
 
 
 class PayloadValidationError(SetupError):
-    """An event's `data` does not satisfy its topic's JSON Schema."""
+    """An event cannot be published as it is: its `data` fails the topic's JSON Schema, or
+    it is not an `EventPayload` whose fields JSON can carry.
 
-    def __init__(self, topic: str, message: str, path: Sequence[str | int] = ()) -> None:
+    Attributes:
+        topic: The topic published to.
+        path: Where in `data` the schema refused it (empty for the root or a non-schema problem).
+    """
+
+    def __init__(
+        self, topic: str, message: str, path: Sequence[str | int] = (), *, schema: bool = True
+    ) -> None:
         self.topic = topic
         self.path = tuple(path)
-        where = "/".join(str(p) for p in self.path) or "(root)"
-        super().__init__(f"payload of topic `{topic}` fails its schema at {where}: {message}")
+        if schema:
+            where = "/".join(str(p) for p in self.path) or "(root)"
+            super().__init__(f"payload of topic `{topic}` fails its schema at {where}: {message}")
+        else:
+            super().__init__(f"payload of topic `{topic}`: {message}")
+
+
+class PayloadTooLargeError(PayloadValidationError):
+    """An event (envelope plus headers) is larger than the server or its stream accepts.
+
+    Attributes:
+        size: The message's size in bytes (body and headers, as the server counts it).
+        limit: The limit in bytes.
+        limit_name: `max_payload` (the server's) or `streams.<NAME>.max_msg_size`.
+    """
+
+    def __init__(self, topic: str, size: int, limit: int, limit_name: str) -> None:
+        self.size = size
+        self.limit = limit
+        self.limit_name = limit_name
+        super().__init__(
+            topic,
+            f"the message is {size} bytes (envelope and headers), more than the {limit} bytes "
+            f"of {limit_name}; nothing was sent",
+            schema=False,
+        )
 
 
 class ConnectError(BusError):

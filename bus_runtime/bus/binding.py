@@ -15,10 +15,12 @@ import jsonschema.validators
 
 from .._errors import (
     InvalidEnvelopeError,
+    PayloadTooLargeError,
     PayloadValidationError,
     SetupError,
     TopicNotDeclaredError,
 )
+from ..topology.checks.references import unresolvable_refs
 from ..topology.json_schema_compiler import Unsupported, compile_check
 from ..topology.loader import load_topology
 from ..topology.model import Consumer, Stream, Topic, Topology
@@ -26,10 +28,23 @@ from .envelope import (
     MSG_ID_HEADER,
     TRACEPARENT_HEADER,
     EventPayload,
-    decode_envelope,
+    decode_stamped_envelope,
     encode_envelope,
+    schema_field,
     traceparent_for,
 )
+
+# nats-server's default max_payload: the limit until a connection tells the real one.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+# Header bytes of a publish besides its values: `NATS/1.0\r\n`, `Key: ` and `\r\n` per
+# header, the closing `\r\n`. Below `limit - _HEADER_ROOM` no exact count is needed.
+_HEADER_ROOM = 2048
+
+
+def header_bytes(headers: Mapping[str, str]) -> int:
+    """The size of `headers` on the wire, as nats-py writes them and the server counts them."""
+    return 12 + sum(len(k.encode()) + len(v.strip().encode()) + 4 for k, v in headers.items())
+
 
 # The name this module has always exported for payloads.
 compile_payload_check = compile_check
@@ -46,17 +61,37 @@ class PayloadSchema:
 
     def __init__(self, topic: str, schema: Mapping[str, Any]) -> None:
         self.topic = topic
+        refs = unresolvable_refs(schema)
+        if refs:
+            # The loader refuses these; a Topology built another way meets them here,
+            # before the first publish or delivery rather than inside one.
+            raise SetupError(f"payload schema of topic `{topic}` cannot be used: {'; '.join(refs)}")
         cls = jsonschema.validators.validator_for(schema)
         self._validator = cls(schema)
         self.check: Callable[[Any], bool]
         try:
             self.check = compile_check(schema)
         except Unsupported:
-            self.check = self._validator.is_valid
+            self.check = self._safe_is_valid
+
+    def _safe_is_valid(self, data: Any) -> bool:
+        try:
+            return bool(self._validator.is_valid(data))
+        except Exception as exc:  # jsonschema's own failure (a regex it cannot run ...)
+            raise SetupError(
+                f"payload schema of topic `{self.topic}` failed while checking: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def error(self, data: Any) -> PayloadValidationError | None:
         """The refusal of `data`, or None when it is valid."""
-        err = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
+        try:
+            err = jsonschema.exceptions.best_match(self._validator.iter_errors(data))
+        except Exception as exc:
+            raise SetupError(
+                f"payload schema of topic `{self.topic}` failed while checking: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         if err is None:
             return None
         return PayloadValidationError(self.topic, err.message, list(err.absolute_path))
@@ -78,6 +113,8 @@ class PublishTarget:
     stream: str
     subject: str | None  # None when the topic has `*` tokens: filled per publish
     schema: PayloadSchema | None
+    schema_stamp: str  # the envelope's `schema` member
+    max_msg_size: int  # the stream's max_msg_size, 0 when unlimited
 
     def subject_for(self, tokens: tuple[str, ...]) -> str:
         if self.subject is not None:
@@ -112,6 +149,7 @@ class ServiceBinding:
             ) from None
         self.topology = topology
         self.service = service
+        self.max_payload = DEFAULT_MAX_PAYLOAD  # the connected server's, once connected
         self._targets: dict[str, PublishTarget] = {}
         self._schemas: dict[str, PayloadSchema | None] = {}
 
@@ -137,7 +175,15 @@ class ServiceBinding:
                 f"(publishers: {who})"
             )
         subject = None if "*" in topic.subject.split(".") else topic.subject
-        target = PublishTarget(topic, topic.stream, subject, self.schema(topic))
+        mms = self.topology.stream(topic.stream).max_msg_size
+        target = PublishTarget(
+            topic,
+            topic.stream,
+            subject,
+            self.schema(topic),
+            schema_field(topic.schema_digest),
+            mms if mms is not None and mms > 0 else 0,
+        )
         self._targets[topic_name] = target
         return target
 
@@ -151,26 +197,99 @@ class ServiceBinding:
     def prepare(
         self, topic_name: str, payload: EventPayload, tokens: tuple[str, ...] = ()
     ) -> tuple[PublishTarget, str, bytes, dict[str, str]]:
-        """Check one publish and build it: (target, subject, body, headers)."""
+        """Check one publish and build it: (target, subject, body, headers).
+
+        Raises:
+            TopicNotDeclaredError: See `publish_target`.
+            SetupError: Wrong subject tokens.
+            PayloadValidationError: Not an EventPayload, `data` not a dict, not JSON
+                (NaN, a date ...), an event_id no header can carry, or `data` failing
+                the topic's schema.
+            PayloadTooLargeError: Larger than the server's max_payload or the stream's
+                max_msg_size.
+        """
         target = self.publish_target(topic_name)
         subject = (
             target.subject_for(tokens) if (tokens or target.subject is None) else target.subject
         )
+        if type(payload) is not EventPayload:
+            _refuse_payload(topic_name, payload)
+        data = payload.data
+        if type(data) is not dict:
+            raise PayloadValidationError(
+                topic_name,
+                f"`data` must be a dict (a JSON object), got {type(data).__name__}",
+                schema=False,
+            )
+        event_id = payload.event_id
+        if (
+            type(event_id) is not str
+            or not 0 < len(event_id) <= 255
+            or not event_id.isprintable()
+            or " " in event_id
+        ):
+            raise PayloadValidationError(
+                topic_name,
+                f"`event_id` {event_id!r} cannot be a Nats-Msg-Id: expected a string of 1 to "
+                "255 characters without spaces or control characters (by default a new ULID)",
+                schema=False,
+            )
         schema = target.schema
-        if schema is not None and not schema.check(payload.data):
-            schema.validate(payload.data)
+        if schema is not None and not schema.check(data):
+            schema.validate(data)
         try:
-            body = encode_envelope(topic_name, payload)
+            body = encode_envelope(topic_name, payload, target.schema_stamp)
         except (TypeError, ValueError) as exc:
-            raise PayloadValidationError(topic_name, f"not JSON: {exc}") from exc
-        headers = {MSG_ID_HEADER: payload.event_id}
+            raise PayloadValidationError(topic_name, f"not JSON: {exc}", schema=False) from exc
+        headers = {MSG_ID_HEADER: event_id}
         if payload.trace_id:
             headers[TRACEPARENT_HEADER] = traceparent_for(payload.trace_id)
+        self.check_size(topic_name, target.stream, target.max_msg_size, len(body), headers)
         return target, subject, body, headers
+
+    def check_size(
+        self,
+        label: str,
+        stream: str,
+        max_msg_size: int,
+        body_size: int,
+        headers: Mapping[str, str],
+    ) -> None:
+        """Raises PayloadTooLargeError when the server or `stream` would refuse the size.
+
+        `max_msg_size` is the stream's (0: unlimited). Both limits count the body and the
+        headers (measured on 2.10 and the newest server; nats-py checks only the body).
+        """
+        limit = self.max_payload
+        if max_msg_size and max_msg_size < limit:
+            limit = max_msg_size
+        if body_size <= limit - _HEADER_ROOM:
+            return
+        size = body_size + header_bytes(headers)
+        if size > self.max_payload:
+            raise PayloadTooLargeError(label, size, self.max_payload, "the server's max_payload")
+        if max_msg_size and size > max_msg_size:
+            raise PayloadTooLargeError(label, size, max_msg_size, f"streams.{stream}.max_msg_size")
+
+
+def _refuse_payload(topic: str, payload: object) -> None:
+    hint = ""
+    if isinstance(payload, dict):
+        hint = (
+            ": wrap it, EventPayload(data={...}, actor=..., tenant_id=...) (`from bus_runtime "
+            "import EventPayload`)"
+        )
+    raise PayloadValidationError(
+        topic, f"expected an EventPayload, got {type(payload).__name__}{hint}", schema=False
+    )
 
 
 class ConsumedTopics:
-    """Maps the subject of a delivered message to the consumer's topic it belongs to."""
+    """Maps the subject of a delivered message to the consumer's topic it belongs to.
+
+    Every topic's payload schema is compiled here, at subscribe time, so a schema that
+    cannot be used fails `subscribe` and not each delivery.
+    """
 
     def __init__(self, binding: ServiceBinding, consumer: Consumer) -> None:
         stream = binding.stream(consumer.stream)
@@ -178,6 +297,8 @@ class ConsumedTopics:
         self.topics = tuple(binding.topology.topic(n) for n in names)
         self._binding = binding
         self._by_subject: dict[str, Topic | None] = {}
+        for t in self.topics:
+            binding.schema(t)
 
     def topic_of(self, subject: str) -> Topic | None:
         try:
@@ -188,19 +309,26 @@ class ConsumedTopics:
                 self._by_subject[subject] = found
             return found
 
-    def decode(self, subject: str, body: bytes) -> tuple[Topic, EventPayload]:
-        """Topic and payload of a delivered message, checked against the topic's schema.
+    def decode(self, subject: str, body: bytes) -> tuple[Topic, EventPayload, str | None]:
+        """Topic, payload and schema skew of a delivered message.
+
+        The third value is None when `data` satisfies this consumer's schema of the topic.
+        When it does not and the envelope says its publisher checked it against another
+        schema (`schema` digest differs: a rolling deploy of a schema change), it is the
+        refusal's text and the message still goes to the handler (see docs/runtime.md).
 
         Raises:
             InvalidEnvelopeError: Unknown subject, not an envelope, another topic's
-                envelope, or data failing the schema (reason `schema`).
+                envelope, or data failing the schema its publisher names as this one's,
+                or with no `schema` member at all (a publisher that did not check; reason
+                `schema`).
         """
         topic = self.topic_of(subject)
         if topic is None:
             raise InvalidEnvelopeError(
                 "unknown-subject", f"subject {subject!r} is not a topic of this consumer"
             )
-        name, payload = decode_envelope(body)
+        name, payload, stamp = decode_stamped_envelope(body)
         if name != topic.name:
             raise InvalidEnvelopeError(
                 "topic-mismatch",
@@ -210,8 +338,10 @@ class ConsumedTopics:
         if schema is not None and not schema.check(payload.data):
             err = schema.error(payload.data)
             if err is not None:
-                raise InvalidEnvelopeError("schema", str(err))
-        return topic, payload
+                if stamp is None or stamp == topic.schema_digest:
+                    raise InvalidEnvelopeError("schema", str(err))
+                return topic, payload, str(err)
+        return topic, payload, None
 
 
 def resolve_topology(

@@ -6,6 +6,11 @@ Every event is one JSON object (the envelope) carrying the source document's
     {"event_id": "01J...", "topic": "document.uploaded", "occurred_at": "2026-11-29T08:15:14.123Z",
      "actor": "svc-ingestion", "tenant_id": "t-1", "trace_id": "4bf9...", "data": {...}}
 
+The bus's publisher adds `"schema"` before `data`: the digest of the JSON Schema it checked
+`data` against (null when the topic has none), so that a consumer whose own schema refuses
+the data can tell a publisher of another schema version (a rolling deploy) from a payload
+that is wrong by the very schema its publisher used.
+
 Headers: `Nats-Msg-Id` is the event_id (the server's duplicate window makes a retried
 publish idempotent) and `traceparent` (W3C Trace Context) is set when a trace_id is present.
 """
@@ -25,7 +30,16 @@ from .._errors import InvalidEnvelopeError
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 TRACEPARENT_HEADER = "traceparent"
-ENVELOPE_FIELDS = ("event_id", "topic", "occurred_at", "actor", "tenant_id", "trace_id", "data")
+ENVELOPE_FIELDS = (
+    "event_id",
+    "topic",
+    "occurred_at",
+    "actor",
+    "tenant_id",
+    "trace_id",
+    "schema",
+    "data",
+)
 
 # -- ULID ------------------------------------------------------------------------------
 # A ULID is 48 bits of milliseconds then 80 random bits, written as 26 Crockford base32
@@ -126,16 +140,28 @@ class EventPayload:
     occurred_at: str = field(default_factory=now_rfc3339)
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# allow_nan=False: NaN and Infinity are not JSON; a consumer in another language (or
+# json.loads with parse_constant) would refuse the envelope.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _encode_data = _ENCODER.encode
 _encode_str = json.encoder.encode_basestring  # the C escaper json.dumps uses
 
 
-def encode_envelope(topic: str, payload: EventPayload) -> bytes:
+def schema_field(digest: str | None) -> str:
+    """The envelope's `schema` member with its leading comma: the digest, or null when the
+    topic has no schema (the publisher checked nothing)."""
+    return f',"schema":{_encode_str(digest)}' if digest else ',"schema":null'
+
+
+def encode_envelope(topic: str, payload: EventPayload, schema: str = "") -> bytes:
     """The envelope's JSON bytes (field order as documented).
 
     Written field by field (each string escaped as json.dumps would) instead of building a
-    dict for json.dumps: this runs once per publish.
+    dict for json.dumps: this runs once per publish. `schema` is `schema_field(digest)`.
+
+    Raises:
+        TypeError: A field is not a string, or `data` holds something JSON cannot encode.
+        ValueError: `data` holds NaN or an infinity, or a string that is not valid UTF-8.
     """
     trace = payload.trace_id
     return (
@@ -151,6 +177,7 @@ def encode_envelope(topic: str, payload: EventPayload) -> bytes:
         + _encode_str(payload.tenant_id)
         + ',"trace_id":'
         + (_encode_str(trace) if trace is not None else "null")
+        + schema
         + ',"data":'
         + _encode_data(payload.data)
         + "}"
@@ -159,6 +186,19 @@ def encode_envelope(topic: str, payload: EventPayload) -> bytes:
 
 def decode_envelope(body: bytes) -> tuple[str, EventPayload]:
     """The topic name and payload of an envelope.
+
+    Raises:
+        InvalidEnvelopeError: The body is not JSON, not an object, or misses a field.
+    """
+    topic, payload, _schema = decode_stamped_envelope(body)
+    return topic, payload
+
+
+def decode_stamped_envelope(body: bytes) -> tuple[str, EventPayload, str | None]:
+    """The topic name, payload and `schema` member of an envelope.
+
+    The third value is the digest; "" when the member is null (its publisher's topic had
+    no schema); None when the member is absent (not published by this version of the bus).
 
     Raises:
         InvalidEnvelopeError: The body is not JSON, not an object, or misses a field.
@@ -185,7 +225,14 @@ def decode_envelope(body: bytes) -> tuple[str, EventPayload]:
         ) from None
     if type(topic) is not str or type(payload.event_id) is not str:
         raise InvalidEnvelopeError("bad-field", "envelope `topic` and `event_id` must be strings")
-    return topic, payload
+    if type(payload.data) is not dict:
+        raise InvalidEnvelopeError(
+            "bad-field", f"envelope `data` must be a JSON object, got {type(payload.data).__name__}"
+        )
+    if "schema" not in env:
+        return topic, payload, None
+    schema = env["schema"]
+    return topic, payload, schema if type(schema) is str else ""
 
 
 # -- W3C trace context -------------------------------------------------------------------
