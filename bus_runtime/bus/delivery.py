@@ -18,6 +18,9 @@ DLQ_REASON = "Natstopo-Reason"
 DLQ_ERROR = "Natstopo-Error"
 DLQ_FAILED_AT = "Natstopo-Failed-At"
 DLQ_ORIGINAL_MSG_ID = "Natstopo-Msg-Id"
+# Headers of a replayed dead letter: which consumer it is for, and where it came from.
+REPLAY_FOR = "Natstopo-Replay-For"
+REPLAYED_FROM = "Natstopo-Replayed-From"
 DLQ_HEADERS = (
     DLQ_STREAM,
     DLQ_CONSUMER,
@@ -45,20 +48,34 @@ def dead_letter_headers(
     consumer: str,
     subject: str,
     seq: int,
+    stored_ns: int,
     deliveries: int,
     reason: str,
     error: str,
 ) -> dict[str, str]:
     """The headers of a dead letter: the original ones plus where and why it failed.
 
-    `Nats-Msg-Id` becomes `<stream>:<seq>` (one dead letter per stream message, even if
-    dead-lettering runs twice); the original id is kept in `Natstopo-Msg-Id`.
+    The original's `Nats-*` headers are dropped: the server acts on them (`Nats-TTL`
+    would expire the dead letter, `Nats-Rollup` purge its neighbours, `Nats-Expected-*`
+    refuse it); its `Nats-Msg-Id` is kept in `Natstopo-Msg-Id`. The dead letter's own
+    `Nats-Msg-Id` is `<stream>.<seq>.<stored_ns>.<consumer>`: one dead letter per stream
+    message and consumer (two consumers failing one message keep two), stored once if
+    dead-lettering runs twice, and a stream replaced under the same name (its sequences
+    start again at 1) never collides with its predecessor, whose message was stored at
+    another time. Names cannot hold `.`, so the id is unambiguous.
     """
-    headers = dict(original or {})
-    original_id = headers.pop(MSG_ID_HEADER, None)
+    headers: dict[str, str] = {}
+    original_id = None
+    for key, value in (original or {}).items():
+        if key[:5].lower() == "nats-":
+            if key.lower() == "nats-msg-id":
+                original_id = value
+            continue
+        if key != REPLAY_FOR:
+            headers[key] = value
     headers.update(
         {
-            MSG_ID_HEADER: f"{stream}:{seq}",
+            MSG_ID_HEADER: f"{stream}.{seq}.{stored_ns}.{consumer}",
             DLQ_STREAM: stream,
             DLQ_CONSUMER: consumer,
             DLQ_SUBJECT: subject,
@@ -74,6 +91,23 @@ def dead_letter_headers(
     return headers
 
 
+def stored_ns_of(reply: str | None) -> int:
+    """The stored time (ns) of a delivered JetStream message, read from its ack subject.
+
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (9 tokens) or
+    `$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.<r>]`.
+    0 when the subject has neither form.
+    """
+    if not reply:
+        return 0
+    tokens = reply.split(".")
+    index = 7 if len(tokens) == 9 else 9 if len(tokens) >= 11 else -1
+    try:
+        return int(tokens[index]) if index >= 0 else 0
+    except ValueError:
+        return 0
+
+
 def retry_delay(consumer: Consumer, num_delivered: int) -> float:
     """Seconds before redelivery after the `num_delivered`-th delivery failed.
 
@@ -82,6 +116,11 @@ def retry_delay(consumer: Consumer, num_delivered: int) -> float:
     if consumer.backoff:
         return consumer.backoff[min(num_delivered, len(consumer.backoff)) - 1] / 1e9
     return DEFAULT_RETRY_DELAYS[min(num_delivered, len(DEFAULT_RETRY_DELAYS)) - 1]
+
+
+def handler_timeout(consumer: Consumer) -> float:
+    """Seconds one handler call may run (the consumer's `handler_timeout`)."""
+    return consumer.handler_timeout / 1e9
 
 
 def heartbeat_after(consumer: Consumer) -> float:

@@ -9,41 +9,65 @@ once acknowledged (also when the server says "duplicate"), False when the retrie
 
 Consuming binds to the durable pull consumer the topology declares for this service and
 topic; it never creates or changes one (except `auto_provision=True`, through the
-reconciler). Pull requests of `fetch_batch` messages are kept flowing (the next is sent
-when half of the last is handled), `concurrency` workers run the handlers, and every
-outcome is explicit: ack; NAK with the declared backoff; `in_progress` while a message
-waits or runs close to its ack_wait; on the last allowed delivery, or at once for a body
-that is not a valid envelope of its topic, a copy to the stream's dead-letter stream and
-then `term`.
+reconciler). See `pull_consumer` for how messages are fetched, handled, retried and
+dead-lettered.
+
+`start` gives up after `start_timeout` seconds with one `ConnectError`; once connected the
+bus reconnects forever. `stop` never raises for a connection that is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import nats
 import nats.errors
 from nats.aio.client import Client
 
-from .._errors import BusClosedError, BusError, SetupError, StartupCheckError
+from .._errors import BusClosedError, ConnectError, SetupError, StartupCheckError
+from ..jetstream.connect import _reason as connect_reason
 from ..jetstream.connect import split_servers
 from ..topology.model import Topology
 from .binding import ServiceBinding, resolve_topology
-from .contract import Handler
+from .contract import ContextHandler, Handler, handler_arity
 from .envelope import EventPayload
-from .observability import (
-    BusMetrics,
-    log_fields,
-    logger,
+from .observability import BusMetrics, log_fields, logger
+from .options import (
+    count,
+    incomplete_consumer_text,
+    mapping_argument,
+    replaced_arguments,
+    seconds,
+    servers_argument,
+    service_argument,
+    tokens_argument,
+    topology_argument,
+    unknown_arguments,
 )
 from .publisher import Publisher
 from .pull_consumer import ConsumerRunner
 
 DEFAULT_SERVERS = "nats://localhost:4222"
+_OPTIONS = (
+    "servers",
+    "topology",
+    "service",
+    "environment",
+    "startup_check",
+    "auto_provision",
+    "publish_timeout",
+    "publish_retry_for",
+    "max_in_flight",
+    "stop_timeout",
+    "pull_expires",
+    "start_timeout",
+    "metrics",
+    "connect_options",
+)
 
 
 class NATSEventBus:
@@ -64,14 +88,19 @@ class NATSEventBus:
         max_in_flight: Publishes awaiting their acknowledgement at most (the window).
         stop_timeout: Seconds `stop` waits for running handlers and in-flight publishes.
         pull_expires: Seconds a pull request waits on the server; bounds `stop`'s wait too.
+        start_timeout: Seconds `start` tries to connect before it gives up (ConnectError).
         metrics: A `BusMetrics` (e.g. `bus_runtime.contrib.prometheus.PrometheusMetrics`).
         connect_options: Extra keyword arguments for `nats.connect`.
+
+    Raises:
+        SetupError: A wrong argument, or the source document's `stream_name=` /
+            `consumer_group=`, which the topology replaces.
     """
 
     def __init__(
         self,
         servers: str | Sequence[str] = DEFAULT_SERVERS,
-        *,
+        *replaced: object,
         topology: Topology | str | os.PathLike[str] | None = None,
         service: str | None = None,
         environment: str | None = None,
@@ -82,56 +111,78 @@ class NATSEventBus:
         max_in_flight: int = 4096,
         stop_timeout: float = 30.0,
         pull_expires: float = 1.0,
+        start_timeout: float = 10.0,
         metrics: BusMetrics | None = None,
         connect_options: dict[str, Any] | None = None,
+        **unknown: Any,
     ) -> None:
+        replaced_arguments("NATSEventBus", replaced, unknown)
+        unknown_arguments("NATSEventBus", unknown, _OPTIONS)
         if topology is None or service is None:
             raise SetupError(
                 "NATSEventBus needs `topology` (the topology file) and `service` (the "
                 "service it runs as): streams, subjects and consumers come from the topology"
             )
         if startup_check not in ("error", "warn", "off"):
-            raise SetupError(f"startup_check must be error, warn or off, not {startup_check!r}")
-        self.topology = resolve_topology(topology, environment)
-        self.service = service
+            raise SetupError(f"`startup_check` must be error, warn or off, not {startup_check!r}")
+        self.publish_timeout = seconds("publish_timeout", publish_timeout)
+        self.publish_retry_for = seconds("publish_retry_for", publish_retry_for, allow_equal=True)
+        self.max_in_flight = count("max_in_flight", max_in_flight)
+        self.stop_timeout = seconds("stop_timeout", stop_timeout, allow_equal=True)
+        self.pull_expires = seconds("pull_expires", pull_expires, minimum=0.001, allow_equal=True)
+        self.start_timeout = seconds("start_timeout", start_timeout)
+        if metrics is not None and not isinstance(metrics, BusMetrics):
+            raise SetupError(f"`metrics` must be a BusMetrics, got {type(metrics).__name__}")
+        self.connect_options = mapping_argument("connect_options", connect_options)
+        self.topology = resolve_topology(topology_argument("NATSEventBus", topology), environment)
+        self.service = service_argument("NATSEventBus", service)
         self.binding = ServiceBinding(self.topology, service)
-        self.servers = list(split_servers(servers))
+        self.servers = list(split_servers(servers_argument(servers)))
         self.startup_check = startup_check
-        self.auto_provision = auto_provision
-        self.publish_timeout = publish_timeout
-        self.publish_retry_for = publish_retry_for
-        self.max_in_flight = max_in_flight
-        self.stop_timeout = stop_timeout
-        self.pull_expires = pull_expires
+        self.auto_provision = bool(auto_provision)
         self.metrics = metrics or BusMetrics()
-        self.connect_options = dict(connect_options or {})
         self.debug_logging = logger.isEnabledFor(logging.DEBUG)
         self.nc: Client | None = None
         self._publisher: Publisher | None = None
         self._runners: dict[str, ConsumerRunner] = {}
         self._state = "new"
+        self._connect_errors: list[BaseException] = []
+        self._transition: asyncio.Future[None] | None = None  # a start or stop under way
+        self._stop_task: asyncio.Task[None] | None = None
 
     # -- lifecycle
     async def start(self) -> None:
-        """Connect, check (or provision) this service's streams and consumers, start consuming."""
+        """Connect, check (or provision) this service's streams and consumers, start consuming.
+
+        Raises:
+            SetupError: A consumer has handlers for some of its topics only.
+            ConnectError: No server answered within `start_timeout` (one line with why).
+            StartupCheckError: The server differs from the topology (`startup_check="error"`).
+            BusClosedError: Called twice, or after `stop`.
+        """
         if self._state != "new":
             raise BusClosedError(f"start() called on a bus that is {self._state}")
+        for runner in self._runners.values():
+            missing = runner.missing_topics()
+            if missing:
+                raise SetupError(incomplete_consumer_text(runner.consumer.name, missing))
         self._state = "starting"
-        options: dict[str, Any] = {
-            "name": f"natstopo:{self.topology.name}:{self.service}",
-            "reconnect_time_wait": 0.5,
-            "max_reconnect_attempts": -1,
-            "error_cb": self._on_error,
-            "disconnected_cb": self._on_disconnected,
-            "reconnected_cb": self._on_reconnected,
-        }
-        options.update(self.connect_options)
+        self._transition = asyncio.get_running_loop().create_future()
         try:
-            self.nc = await nats.connect(servers=self.servers, **options)
-        except Exception as exc:
+            await self._start()
+        finally:
+            done, self._transition = self._transition, None
+            if not done.done():
+                done.set_result(None)
+
+    async def _start(self) -> None:
+        try:
+            self.nc = await self._connect()
+        except BaseException:
             self._state = "new"
-            raise BusError(f"cannot connect to {', '.join(self.servers)}: {exc}") from exc
+            raise
         try:
+            self.binding.max_payload = self.nc.max_payload
             await self._check_server()
             self._publisher = Publisher(
                 self.nc,
@@ -146,8 +197,7 @@ class NATSEventBus:
                 await runner.start(self.nc)
         except BaseException:
             self._state = "new"
-            await self.nc.close()
-            self.nc = None
+            await self._close_connection()
             raise
         logger.info(
             "bus of %s started on %s (topology %s, %s)",
@@ -156,6 +206,41 @@ class NATSEventBus:
             self.topology.name,
             self.topology.environment or "base",
         )
+
+    async def _connect(self) -> Client:
+        """Connect within `start_timeout`; afterwards nats-py reconnects forever.
+
+        nats-py's `max_reconnect_attempts=-1` governs the first connect too: it would try
+        forever, so the bound is a deadline around it, and the reason is the last error seen.
+        """
+        options: dict[str, Any] = {
+            "name": f"natstopo:{self.topology.name}:{self.service}",
+            "reconnect_time_wait": 0.5,
+            "max_reconnect_attempts": -1,
+            "connect_timeout": min(2.0, self.start_timeout),
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        options.update(self.connect_options)
+        self._connect_errors = []
+        nc = Client()
+        try:
+            await asyncio.wait_for(nc.connect(servers=self.servers, **options), self.start_timeout)
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 2.0)
+            reasons = [connect_reason(e, options["connect_timeout"]) for e in self._connect_errors]
+            if not isinstance(exc, TimeoutError):
+                reasons.append(connect_reason(exc, options["connect_timeout"]))
+            auth = [r for r in reasons if r.startswith("authorization failed")]
+            reason = auth[0] if auth else reasons[-1] if reasons else "no server answered"
+            raise ConnectError(
+                self.servers, f"{reason} (gave up after start_timeout {self.start_timeout:g}s)"
+            ) from exc
+        finally:
+            self._connect_errors = []
+        return nc
 
     def used_assets(self) -> tuple[set[str], set[tuple[str, str]]]:
         """The streams and (stream, consumer) pairs this service publishes to or consumes."""
@@ -178,6 +263,11 @@ class NATSEventBus:
         plan = await plan_changes(
             self.nc, self.topology, only_streams=sorted(streams), only_consumers=sorted(consumers)
         )
+        # The planner reads every consumer of a scoped stream; another service's consumer
+        # of a stream this one only publishes to is none of its business.
+        plan.changes = [
+            c for c in plan.changes if c.consumer is None or (c.stream, c.consumer) in consumers
+        ]
         if not plan.has_changes:
             return
         if self.auto_provision:
@@ -196,23 +286,66 @@ class NATSEventBus:
         )
 
     async def stop(self) -> None:
-        """Stop consuming (running handlers finish), wait for publishes, drain, close."""
-        if self._state in ("stopping", "stopped"):
+        """Stop consuming (what was received is handled), wait for publishes, close.
+
+        Never raises because the connection is gone; bounded by `stop_timeout` (handlers,
+        then in-flight publishes) plus a few seconds to close.
+        """
+        current = asyncio.current_task()
+        if any(r.runs_in(current) for r in self._runners.values()):
+            # Called from a handler: stopping waits for the handlers, this one included.
+            # Start the stop and return; it completes once the handler has returned.
+            if self._stop_task is None:
+                self._stop_task = asyncio.get_running_loop().create_task(self.stop())
+            return
+        while self._transition is not None:  # a start or another stop under way: after it
+            await asyncio.shield(self._transition)
+        if self._state == "stopped":
             return
         if self._state != "started":
             self._state = "stopped"
             return
         self._state = "stopping"
-        await asyncio.gather(*(r.stop(self.stop_timeout) for r in self._runners.values()))
-        if self._publisher is not None:
-            await self._publisher.close(self.stop_timeout)
-        if self.nc is not None:
-            try:
-                await self.nc.drain()
-            except nats.errors.Error:
-                await self.nc.close()
-        self._state = "stopped"
+        self._transition = asyncio.get_running_loop().create_future()
+        try:
+            await self._stop()
+        finally:
+            done, self._transition = self._transition, None
+            if not done.done():
+                done.set_result(None)
+
+    async def _stop(self) -> None:
+        try:
+            results = await asyncio.gather(
+                *(r.stop(self.stop_timeout) for r in self._runners.values()),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, Exception):
+                    raise result
+                if isinstance(result, Exception):
+                    logger.error(
+                        "stopping a consumer failed: %s: %s", type(result).__name__, result
+                    )
+            if self._publisher is not None:
+                await self._publisher.close(self.stop_timeout)
+        finally:
+            await self._close_connection()
+            self._state = "stopped"
         logger.info("bus of %s stopped", self.service)
+
+    async def _close_connection(self) -> None:
+        nc, self.nc = self.nc, None
+        if nc is None:
+            return
+        try:
+            if nc.is_connected:
+                await asyncio.wait_for(nc.drain(), 5.0)
+        except Exception as exc:  # a dead socket: BrokenPipeError, ConnectionResetError ...
+            logger.debug("drain failed (%s: %s); closing", type(exc).__name__, exc)
+        if not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 5.0)
 
     async def __aenter__(self) -> NATSEventBus:
         await self.start()
@@ -222,6 +355,9 @@ class NATSEventBus:
         await self.stop()
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._state == "starting":
+            self._connect_errors.append(exc)  # reported once, in the ConnectError
+            return
         logger.warning("nats: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
@@ -255,11 +391,16 @@ class NATSEventBus:
 
         Raises:
             TopicNotDeclaredError: The topic is not declared, or not published by this service.
-            PayloadValidationError: `payload.data` fails the topic's schema.
+            PayloadValidationError: Not an EventPayload, `data` not a JSON object or not
+                JSON, or failing the topic's schema.
+            PayloadTooLargeError: Larger than the server's max_payload or the stream's
+                max_msg_size.
             SetupError: Wrong count of `tokens`.
             BusClosedError: The bus is not started.
         """
-        _target, subject, body, headers = self.binding.prepare(topic, payload, tuple(tokens))
+        _target, subject, body, headers = self.binding.prepare(
+            topic, payload, tokens_argument(tokens)
+        )
         publisher = self._require_started()
         return await (await publisher.send(topic, subject, body, headers))
 
@@ -270,7 +411,7 @@ class NATSEventBus:
 
         Every payload is checked before the first is sent: a refusal sends nothing.
         """
-        tok = tuple(tokens)
+        tok = tokens_argument(tokens)
         prepared = [self.binding.prepare(topic, p, tok) for p in payloads]
         publisher = self._require_started()
         futures = [await publisher.send(topic, s, b, h) for _t, s, b, h in prepared]
@@ -279,21 +420,25 @@ class NATSEventBus:
     async def publish_raw(
         self, label: str, subject: str, body: bytes, headers: dict[str, str]
     ) -> bool:
-        """Publish bytes as they are (dead letters, replays): retries as `publish`, no checks."""
+        """Publish bytes as they are (dead letters): retries as `publish`, no checks."""
         publisher = self._require_started()
         return await (await publisher.send(label, subject, body, headers))
 
     # -- consuming
-    async def subscribe(self, topic: str, handler: Handler) -> None:
+    async def subscribe(self, topic: str, handler: Handler | ContextHandler) -> None:
         """Handle `topic` through the durable consumer the topology declares for this service.
 
-        `handler(topic, payload)` returning means done (ack); raising means retry (NAK with
-        the consumer's backoff) until the last allowed delivery, which goes to the dead
-        letters. Subscribe every topic of a consumer before `start()` (or right after one
-        another): a message of a topic with no handler counts as a failed delivery.
+        `handler(topic, payload)` (or `handler(topic, payload, delivery)`, see `Delivery`)
+        returning means done (ack); raising means retry (NAK with the consumer's backoff)
+        until the last allowed delivery, which goes to the dead letters. A consumer is read
+        once every one of its topics has a handler: subscribe them all before `start()`
+        (which refuses a consumer with some missing), or one after another after it.
 
         Raises:
             TopicNotDeclaredError: The topic is unknown, or no consumer of this service takes it.
+            SetupError: The handler is not an async function of (topic, payload[, delivery]),
+                the topic has a handler already, or the consumer is not ack explicit.
+            BusClosedError: The bus is stopping or stopped.
         """
         consumer = self.binding.consumer_for(topic)
         if consumer.ack_policy != "explicit":
@@ -301,16 +446,22 @@ class NATSEventBus:
                 f"consumer `{consumer.name}` has ack_policy {consumer.ack_policy}: the bus acks, "
                 "retries and dead-letters each message on its own and needs `explicit`"
             )
+        if consumer.headers_only:
+            raise SetupError(
+                f"consumer `{consumer.name}` is headers_only: the bus needs every message's body"
+            )
+        arity = handler_arity(handler, topic)
+        if self._state in ("stopping", "stopped"):
+            raise BusClosedError(f"the bus is {self._state}")
         runner = self._runners.get(consumer.name)
         if runner is None:
             runner = ConsumerRunner(self, consumer)
             self._runners[consumer.name] = runner
-        if topic in runner.handlers:
-            raise SetupError(f"topic `{topic}` already has a handler on this bus")
-        runner.handlers[topic] = handler
-        if self._state in ("stopping", "stopped"):
-            raise BusClosedError(f"the bus is {self._state}")
-        if self._state == "started" and not runner.started and self.nc is not None:
+        runner.add_handler(topic, handler, arity == 3)
+        missing = runner.missing_topics()
+        if missing:
+            logger.info("%s", incomplete_consumer_text(runner.consumer.name, missing))
+        elif self._state == "started" and not runner.started and self.nc is not None:
             await runner.start(self.nc)
         logger.info(
             "subscribed to %s through consumer %s of stream %s",

@@ -22,7 +22,8 @@ ACKED = "acked"
 RETRIED = "retried"  # handler failed, NAK with a delay: the server redelivers it
 DEAD_LETTERED = "dead_lettered"
 LEFT = "left"  # could not be dead-lettered: left in the stream, logged as an error
-RETURNED = "returned"  # fetched but not started when the bus stopped: NAK, no delay
+RETURNED = "returned"  # fetched, still not started when stop's grace ran out: NAK, no delay
+SKIPPED = "skipped"  # a replayed dead letter meant for another consumer of the stream: acked
 
 
 class BusMetrics:
@@ -44,7 +45,7 @@ class BusMetrics:
         Args:
             topic: The topic name (or the subject when the message had no known topic).
             consumer: The durable consumer's name.
-            outcome: `acked`, `retried`, `dead_lettered`, `left` or `returned`.
+            outcome: `acked`, `retried`, `dead_lettered`, `left`, `returned` or `skipped`.
             seconds: Time in the handler (0 when it did not run).
         """
 

@@ -81,7 +81,8 @@ class Publisher:
         self._plen = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._closing = False
+        self._closing = False  # in-flight publishes are failed, retries stop
+        self._refusing = False  # no new publish is taken (in-flight ones still finish)
         self._loop = asyncio.get_running_loop()  # made by NATSEventBus.start
         self._debug = logger.isEnabledFor(logging.DEBUG)
 
@@ -99,12 +100,14 @@ class Publisher:
         self, label: str, subject: str, body: bytes, headers: dict[str, str]
     ) -> asyncio.Future[bool]:
         """Send one message; the future resolves True on acknowledgement, False on giving up."""
-        if self._closing:
+        if self._refusing:
             raise BusClosedError("the bus is stopping: publishing is closed")
         while self._in_flight >= self._max_in_flight:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._window_waiters.append(waiter)
             await waiter
+            if self._refusing:
+                raise BusClosedError("the bus stopped while this publish waited for the window")
         self._in_flight += 1
         self._idle.clear()
         p = PendingPublish(self._loop.create_future(), label, subject, body, headers)
@@ -132,6 +135,12 @@ class Publisher:
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             if self._pending.pop(token, None) is p:
                 self._finish(p, False, f"connection closed ({type(exc).__name__})")
+        except Exception as exc:
+            # Anything else (MaxPayloadError, a header nats-py refuses, a dead socket): the
+            # same send would fail again. Fail this publish, keep the window's place free,
+            # and never leave an exception in a background retry task.
+            if self._pending.pop(token, None) is p:
+                self._finish(p, False, f"not sent: {type(exc).__name__}: {exc}")
 
     async def _on_reply(self, msg: Msg) -> None:
         p = self._pending.pop(msg.subject[self._plen :], None)
@@ -156,7 +165,7 @@ class Publisher:
         err = resp.get("error")
         if err is None:
             self._finish(p, True, None)
-        elif err.get("code") == 503:
+        elif err.get("code") == 503 and not _stream_full(err):
             self._retry(p, f"{err.get('description')} (err_code {err.get('err_code')})")
         else:
             self._finish(p, False, f"{err.get('description')} (err_code {err.get('err_code')})")
@@ -247,7 +256,17 @@ class Publisher:
                 sent.popleft()
 
     async def close(self, grace: float) -> None:
-        """Wait for in-flight publishes (at most `grace` seconds), then fail what is left."""
+        """Take no new publish; wait for in-flight ones (at most `grace` s); fail what is left.
+
+        The bus closes its publisher after its handlers finished, so a publish arriving now
+        comes from outside a handler: refused at once (BusClosedError), or a steady stream of
+        them would hold the stop for all of `grace`.
+        """
+        self._refusing = True
+        while self._window_waiters:  # publishes waiting for room: they raise BusClosedError
+            w = self._window_waiters.popleft()
+            if not w.done():
+                w.set_result(None)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
         self._closing = True
@@ -258,3 +277,10 @@ class Publisher:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+
+
+def _stream_full(err: dict[str, Any]) -> bool:
+    """A full stream that discards new messages answers 503 with err_code 10077 ("maximum
+    messages exceeded", "maximum bytes exceeded", ... measured): retrying cannot help while
+    nothing frees room, so the publish fails at once."""
+    return err.get("err_code") == 10077 and "exceeded" in str(err.get("description", ""))

@@ -1,10 +1,14 @@
 """Runs the handlers of one durable pull consumer with bounded concurrency.
 
-Pull requests of `fetch_batch` messages are kept flowing (the next is sent when half of
-the last is handled), `concurrency` workers run the handlers, and every outcome is
-explicit: ack; NAK with the declared backoff; `in_progress` while a message waits or runs
-close to its ack_wait; on the last allowed delivery, or at once for a body that is not a
-valid envelope of its topic, a copy to the stream's dead-letter stream and then `term`.
+The runner asks the server only for as many messages as its free handler slots can start
+(`concurrency` minus running, waiting and still-requested ones; at most `fetch_batch` per
+pull request), so nothing it receives waits behind other handlers and a stop never has to
+hand back a message it fetched (a NAK would use one of the message's deliveries). Every
+outcome is explicit: ack; NAK with the declared backoff; `in_progress` while a handler
+runs close to its ack deadline, up to `handler_timeout`, when the handler is cancelled and
+the delivery counts as failed; on the last allowed delivery, or at once for a body that is
+not a valid envelope of its topic, a copy to the stream's dead-letter stream, then `term`.
+A replayed dead letter meant for another consumer of the stream is acked unhandled.
 """
 
 from __future__ import annotations
@@ -22,11 +26,19 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from .._errors import BusError, InvalidEnvelopeError
+from .._errors import BusError, InvalidEnvelopeError, SetupError
 from ..topology.model import Consumer, Stream, Topology
 from .binding import ConsumedTopics, ServiceBinding
-from .contract import Handler
-from .delivery import dead_letter_headers, heartbeat_after, retry_delay
+from .contract import Delivery
+from .delivery import (
+    REPLAY_FOR,
+    REPLAYED_FROM,
+    dead_letter_headers,
+    handler_timeout,
+    heartbeat_after,
+    retry_delay,
+    stored_ns_of,
+)
 from .envelope import EventPayload
 from .observability import (
     ACKED,
@@ -34,10 +46,14 @@ from .observability import (
     LEFT,
     RETRIED,
     RETURNED,
+    SKIPPED,
     BusMetrics,
     log_fields,
     logger,
 )
+
+# What a handler call is: the callable and whether it takes the Delivery as a third argument.
+HandlerEntry = tuple[Any, bool]
 
 
 class RunnerHost(Protocol):
@@ -54,6 +70,10 @@ class RunnerHost(Protocol):
     ) -> bool: ...
 
 
+class HandlerTimeout(Exception):
+    """A handler ran longer than its consumer's `handler_timeout` and was cancelled."""
+
+
 class ConsumerRunner:
     """Runs the handlers of one durable pull consumer with bounded concurrency."""
 
@@ -62,27 +82,32 @@ class ConsumerRunner:
         self.consumer = consumer
         self.stream: Stream = bus.topology.stream(consumer.stream)
         self.topics = ConsumedTopics(bus.binding, consumer)
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, HandlerEntry] = {}
         self._nc: Client | None = None
+        self._concurrency = max(1, consumer.concurrency)
         # A pull above the consumer's own request limits is refused (409 Exceeded ...).
-        self._batch = max(1, consumer.fetch_batch)
+        self._cap = max(1, consumer.fetch_batch)
         if consumer.max_request_batch:
-            self._batch = min(self._batch, consumer.max_request_batch)
-        self._low_water = self._batch // 2
+            self._cap = min(self._cap, consumer.max_request_batch)
+        # Ask again once this many slots are free: big enough to amortise the round trip,
+        # small enough that the slots do not idle while the next batch is on its way.
+        self._threshold = max(1, min(self._cap, self._concurrency) // 2)
         self._max_deliver = consumer.max_deliver if consumer.max_deliver is not None else -1
         self._hb_after = heartbeat_after(consumer)
+        self._timeout = handler_timeout(consumer)
         self._expires = bus.pull_expires
         if consumer.max_request_expires:
             self._expires = min(self._expires, consumer.max_request_expires / 1e9)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream.name}.{consumer.name}"
-        self._pull_body = json.dumps(
-            {"batch": self._batch, "expires": int(self._expires * 1e9)}
-        ).encode()
+        self._pull_bodies: dict[int, bytes] = {}
         self._buf: deque[Msg] = deque()
         self._idle_workers: deque[asyncio.Future[None]] = deque()
-        self._held: dict[int, list[Any]] = {}  # id(msg) -> [msg, last touch]
+        # id(msg) -> [msg, last in_progress, heartbeat until]: messages not yet finished
+        self._held: dict[int, list[Any]] = {}
+        self._running = 0
         self._req_no = 0
         self._req_active = False
+        self._req_batch = 0
         self._req_received = 0
         self._req_deadline = 0.0
         self._req_ended = asyncio.Event()
@@ -91,10 +116,29 @@ class ConsumerRunner:
         self._stopping = False
         self._closing = False
         self._warned = False
+        self._skew_warned: set[tuple[str, str]] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._sub: Any = None
         self.started = False
+
+    # -- handlers
+    def add_handler(self, topic: str, handler: Any, with_delivery: bool) -> None:
+        if topic in self.handlers:
+            raise SetupError(f"topic `{topic}` already has a handler on this bus")
+        self.handlers[topic] = (handler, with_delivery)
+
+    def missing_topics(self) -> list[str]:
+        """Topics of this consumer with no handler yet: nothing is fetched until none is left."""
+        return [t.name for t in self.topics.topics if t.name not in self.handlers]
+
+    def runs_in(self, task: asyncio.Task[Any] | None) -> bool:
+        """True when `task` is one of this runner's workers (a handler is calling)."""
+        return task is not None and task in self._workers
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing_topics()
 
     async def start(self, nc: Client) -> None:
         self._nc = nc
@@ -102,29 +146,38 @@ class ConsumerRunner:
         loop = asyncio.get_running_loop()
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(self._inbox + ".*", cb=self._on_msg)
-        self._workers = [
-            loop.create_task(self._work()) for _ in range(max(1, self.consumer.concurrency))
-        ]
+        self._workers = [loop.create_task(self._work()) for _ in range(self._concurrency)]
         self._ticker = loop.create_task(self._tick())
         await self._pull()
 
     # -- pull requests
+    def _free(self) -> int:
+        outstanding = self._req_batch - self._req_received if self._req_active else 0
+        return self._concurrency - self._running - len(self._buf) - outstanding
+
     async def _pull(self) -> None:
         if self._req_active or self._stopping or self._nc is None:
+            return
+        free = self._free()
+        if free < self._threshold:
             return
         now = time.monotonic()
         if now < self._next_pull_at:
             return
+        batch = min(free, self._cap)
+        body = self._pull_bodies.get(batch)
+        if body is None:
+            body = json.dumps({"batch": batch, "expires": int(self._expires * 1e9)}).encode()
+            self._pull_bodies[batch] = body
         self._req_no += 1
         self._req_active = True
         self._req_ended.clear()
+        self._req_batch = batch
         self._req_received = 0
         self._req_deadline = now + self._expires + 2.0
         try:
-            await self._nc.publish(
-                self._next_subject, self._pull_body, reply=f"{self._inbox}.{self._req_no}"
-            )
-        except nats.errors.Error as exc:
+            await self._nc.publish(self._next_subject, body, reply=f"{self._inbox}.{self._req_no}")
+        except (nats.errors.Error, OSError) as exc:
             self._end_request(pause=1.0)
             logger.warning(
                 "consumer %s: pull request not sent (%s); trying again",
@@ -148,9 +201,9 @@ class ConsumerRunner:
         if msg.reply:  # a stream message ($JS.ACK... reply)
             self._warned = False
             self._buf.append(msg)
-            self._held[id(msg)] = [msg, time.monotonic()]
+            self._held[id(msg)] = [msg, time.monotonic(), float("inf")]
             self._req_received += 1
-            if self._req_received >= self._batch:
+            if self._req_active and self._req_received >= self._req_batch:
                 self._end_request()
             while self._idle_workers:
                 waiter = self._idle_workers.popleft()
@@ -184,8 +237,7 @@ class ConsumerRunner:
                 description or "no responders (is the consumer there?)",
                 extra=log_fields(consumer=self.consumer.name, stream=self.stream.name),
             )
-        if len(self._buf) <= self._low_water:
-            await self._pull()
+        await self._pull()
 
     async def _tick(self) -> None:
         """Keep pull requests flowing, and send `in_progress` for messages held long."""
@@ -195,13 +247,24 @@ class ConsumerRunner:
             now = time.monotonic()
             if self._req_active and now > self._req_deadline:
                 self._end_request()  # lost (server restarted, reconnect): ask again
-            if not self._req_active and len(self._buf) <= self._low_water:
+            if not self._req_active:
                 await self._pull()
             limit = now - self._hb_after
-            for entry in list(self._held.values()):
+            for key, entry in list(self._held.items()):
+                if entry[2] < now:
+                    # Its handler outlived handler_timeout and ignored the cancellation:
+                    # stop keeping the message alive; the server redelivers it after ack_wait.
+                    del self._held[key]
+                    logger.error(
+                        "consumer %s: a handler ignored its cancellation at handler_timeout; "
+                        "its message is no longer kept in progress",
+                        self.consumer.name,
+                        extra=log_fields(consumer=self.consumer.name, stream=self.stream.name),
+                    )
+                    continue
                 if entry[1] <= limit:
                     entry[1] = now
-                    with contextlib.suppress(nats.errors.Error):
+                    with contextlib.suppress(nats.errors.Error, OSError):
                         await entry[0].in_progress()
 
     # -- handling
@@ -211,9 +274,24 @@ class ConsumerRunner:
         while True:
             if buf:
                 msg = buf.popleft()
-                if not self._req_active and len(buf) <= self._low_water:
+                self._running += 1
+                try:
+                    await self._handle(msg)
+                except Exception as exc:  # a bug of the bus: keep the worker, free the message
+                    logger.exception(
+                        "consumer %s: handling a message failed inside the bus (%s); it is "
+                        "handed back",
+                        self.consumer.name,
+                        type(exc).__name__,
+                        extra=log_fields(consumer=self.consumer.name, stream=self.stream.name),
+                    )
+                    self._held.pop(id(msg), None)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=retry_delay(self.consumer, 1))
+                finally:
+                    self._running -= 1
+                if not self._req_active:
                     await self._pull()
-                await self._handle(msg)
                 continue
             if self._closing:
                 return
@@ -223,20 +301,43 @@ class ConsumerRunner:
 
     async def _handle(self, msg: Msg) -> None:
         bus = self._bus
+        hdrs = msg.headers
+        if hdrs is not None:
+            target = hdrs.get(REPLAY_FOR)
+            if target is not None and target != self.consumer.name:
+                await self._skip(msg, target)
+                return
         try:
-            topic, payload = self.topics.decode(msg.subject, msg.data)
+            topic, payload, skew = self.topics.decode(msg.subject, msg.data)
         except InvalidEnvelopeError as exc:
             await self._dead_letter(msg, exc.reason, str(exc), msg.subject, None)
             return
-        handler = self.handlers.get(topic.name)
+        entry = self.handlers.get(topic.name)
+        if entry is None:  # not reachable: a runner starts only with every topic's handler
+            await self._failed(msg, topic.name, payload, BusError("no handler"), 0.0)
+            return
+        handler, with_delivery = entry
+        if skew is not None:
+            self._warn_skew(topic.name, skew)
+        held = self._held.get(id(msg))
+        if held is not None:
+            held[2] = time.monotonic() + self._timeout + 1.0
+        deadline = asyncio.timeout(self._timeout)
         started = time.perf_counter()
         try:
-            if handler is None:
-                raise BusError(
-                    f"no handler subscribed for topic `{topic.name}` of consumer "
-                    f"`{self.consumer.name}`"
-                )
-            await handler(topic.name, payload)
+            async with deadline:
+                if with_delivery:
+                    await handler(topic.name, payload, self._delivery(msg, topic.name, skew))
+                else:
+                    await handler(topic.name, payload)
+            if deadline.expired():  # the handler swallowed its cancellation and returned
+                raise HandlerTimeout(self._timeout_text())
+        except TimeoutError as exc:
+            error: BaseException = exc
+            if deadline.expired():
+                error = HandlerTimeout(self._timeout_text())
+            await self._failed(msg, topic.name, payload, error, time.perf_counter() - started)
+            return
         except Exception as exc:
             await self._failed(msg, topic.name, payload, exc, time.perf_counter() - started)
             return
@@ -247,11 +348,21 @@ class ConsumerRunner:
             # a CancelledError raised by the handler's own code: a failure like any other
             await self._failed(msg, topic.name, payload, exc, time.perf_counter() - started)
             return
+        except (KeyboardInterrupt, SystemExit):
+            # Let it end the program, but hand the message back rather than keep it in
+            # progress until the process is gone.
+            self._held.pop(id(msg), None)
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except BaseException as exc:  # another BaseException subclass: a failure, not an exit
+            await self._failed(msg, topic.name, payload, exc, time.perf_counter() - started)
+            return
         elapsed = time.perf_counter() - started
         self._held.pop(id(msg), None)
         try:
             await msg.ack()
-        except nats.errors.Error as exc:
+        except (nats.errors.Error, OSError) as exc:
             logger.error(
                 "ack of %s failed (%s): it will be redelivered",
                 payload.event_id,
@@ -276,6 +387,58 @@ class ConsumerRunner:
                     trace_id=payload.trace_id,
                 ),
             )
+
+    def _timeout_text(self) -> str:
+        return (
+            f"handler ran longer than handler_timeout {self._timeout:g}s of consumer "
+            f"`{self.consumer.name}` and was cancelled"
+        )
+
+    def _delivery(self, msg: Msg, topic: str, skew: str | None) -> Delivery:
+        meta = msg.metadata
+        headers = msg.headers or {}
+        return Delivery(
+            topic=topic,
+            subject=msg.subject,
+            stream=self.stream.name,
+            consumer=self.consumer.name,
+            stream_seq=meta.sequence.stream,
+            num_delivered=meta.num_delivered,
+            max_deliver=self._max_deliver,
+            headers=dict(headers),
+            replayed_from=headers.get(REPLAYED_FROM),
+            schema_error=skew,
+        )
+
+    def _warn_skew(self, topic: str, skew: str) -> None:
+        key = (topic, skew)
+        level = logging.DEBUG if key in self._skew_warned else logging.WARNING
+        if len(self._skew_warned) < 1000:
+            self._skew_warned.add(key)
+        logger.log(
+            level,
+            "topic %s: a payload published under another version of its schema fails this "
+            "consumer's schema (%s); handing it to the handler (see Delivery.schema_error)",
+            topic,
+            skew,
+            extra=log_fields(topic=topic, consumer=self.consumer.name, stream=self.stream.name),
+        )
+
+    async def _skip(self, msg: Msg, target: str) -> None:
+        """A replayed dead letter of another consumer of the stream: not ours to handle."""
+        self._held.pop(id(msg), None)
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await msg.ack()
+        topic = self.topics.topic_of(msg.subject)
+        self._bus.metrics.handled(
+            topic.name if topic is not None else msg.subject, self.consumer.name, SKIPPED, 0.0
+        )
+        logger.debug(
+            "consumer %s: skipped a replay for consumer %s",
+            self.consumer.name,
+            target,
+            extra=log_fields(consumer=self.consumer.name, stream=self.stream.name),
+        )
 
     async def _failed(
         self, msg: Msg, topic: str, payload: EventPayload, exc: BaseException, elapsed: float
@@ -315,7 +478,7 @@ class ConsumerRunner:
             extra=fields,
         )
         self._held.pop(id(msg), None)
-        with contextlib.suppress(nats.errors.Error):
+        with contextlib.suppress(nats.errors.Error, OSError):
             await msg.nak(delay=delay)
         self._bus.metrics.handled(topic, self.consumer.name, RETRIED, elapsed)
 
@@ -345,6 +508,7 @@ class ConsumerRunner:
         )
         final = 0 < self._max_deliver <= n
         ok = False
+        why = ""
         if self.stream.dead_letter is not None:
             dl = bus.topology.stream(self.stream.dead_letter)
             headers = dead_letter_headers(
@@ -353,18 +517,21 @@ class ConsumerRunner:
                 consumer=self.consumer.name,
                 subject=msg.subject,
                 seq=seq,
+                stored_ns=stored_ns_of(msg.reply),
                 deliveries=n,
                 reason=reason,
                 error=error,
             )
             subject = dl.dead_letter_subject(self.stream.name, msg.subject)
             try:
+                mms = dl.max_msg_size if dl.max_msg_size and dl.max_msg_size > 0 else 0
+                bus.binding.check_size(f"dlq:{topic}", dl.name, mms, len(msg.data), headers)
                 ok = await bus.publish_raw(f"dlq:{topic}", subject, msg.data, headers)
-            except BusError:
-                ok = False
+            except BusError as exc:
+                ok, why = False, f": {exc}"
             if ok:
                 self._held.pop(id(msg), None)
-                with contextlib.suppress(nats.errors.Error):
+                with contextlib.suppress(nats.errors.Error, OSError):
                     await msg.term()
                 bus.metrics.dead_lettered(self.stream.name, self.consumer.name, reason)
                 bus.metrics.handled(topic, self.consumer.name, DEAD_LETTERED, elapsed)
@@ -381,7 +548,7 @@ class ConsumerRunner:
                 )
                 return
         where = (
-            f"dead-letter stream {self.stream.dead_letter} did not take it"
+            f"dead-letter stream {self.stream.dead_letter} did not take it{why}"
             if self.stream.dead_letter
             else f"stream {self.stream.name} declares no dead_letter"
         )
@@ -410,28 +577,27 @@ class ConsumerRunner:
             delay,
             extra=fields,
         )
-        with contextlib.suppress(nats.errors.Error):
+        with contextlib.suppress(nats.errors.Error, OSError):
             await msg.nak(delay=delay)
         bus.metrics.handled(topic, self.consumer.name, RETRIED, elapsed)
 
     async def stop(self, grace: float) -> None:
-        """Stop pulling, return unstarted messages, let running handlers finish (`grace` s)."""
+        """Ask for no more; run what was received; let running handlers finish (`grace` s).
+
+        Messages that the open pull request still brings have free handler slots waiting
+        (the runner never asks for more), so they are handled, not handed back: a stop
+        costs no message a delivery. Only what is still unstarted after `grace` is NAKed.
+        """
         self._stopping = True
         if not self.started:
             return
-        if self._req_active:
+        nc = self._nc
+        if self._req_active and nc is not None and nc.is_connected:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(
-                    self._req_ended.wait(), max(0.0, self._req_deadline - time.monotonic())
+                    self._req_ended.wait(),
+                    max(0.0, min(self._req_deadline - time.monotonic(), grace)),
                 )
-        while self._buf:
-            msg = self._buf.popleft()
-            self._held.pop(id(msg), None)
-            with contextlib.suppress(nats.errors.Error):
-                await msg.nak()
-            topic = self.topics.topic_of(msg.subject)
-            label = topic.name if topic is not None else msg.subject
-            self._bus.metrics.handled(label, self.consumer.name, RETURNED, 0.0)
         self._closing = True
         while self._idle_workers:
             waiter = self._idle_workers.popleft()
@@ -450,10 +616,18 @@ class ConsumerRunner:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        while self._buf:  # only after a handler outlived `grace`
+            msg = self._buf.popleft()
+            self._held.pop(id(msg), None)
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            topic = self.topics.topic_of(msg.subject)
+            label = topic.name if topic is not None else msg.subject
+            self._bus.metrics.handled(label, self.consumer.name, RETURNED, 0.0)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         if self._sub is not None:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
