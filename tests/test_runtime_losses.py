@@ -1,0 +1,212 @@
+"""Paths that lost events: each test is one way the bus used to lose a message, run on the
+memory bus and on real servers (the oldest and the newest)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import NatsServer
+from test_runtime_support import (
+    Backend,
+    Outcomes,
+    backend,
+    eventually,
+    provision_url,
+    stream_messages,
+    write_topology,
+)
+
+from bus_runtime import EventPayload, SetupError
+
+__all__ = ["backend"]  # the fixture, imported for pytest
+
+
+def job(n: int, **extra: Any) -> EventPayload:
+    return EventPayload(data={"n": n, **extra}, actor="svc-a", tenant_id="t-1")
+
+
+async def test_two_consumers_failing_one_message_keep_two_dead_letters(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = write_topology(tmp_path, fanout=True)
+    a = await backend.bus(path, "svc-a")
+    b = await backend.bus(path, "svc-b")
+
+    async def fail(topic: str, payload: EventPayload) -> None:
+        raise RuntimeError("downstream is down")
+
+    await a.subscribe("job.created", fail)
+    await a.subscribe("firm.*.synced", fail)
+    await b.subscribe("job.created", fail)
+    await a.start()
+    await b.start()
+    assert await a.publish("job.created", job(1))
+    await backend.wait_for_messages("DLQ", 2, within=10)
+    await backend.settled("JOBS", "a-worker")
+    await backend.settled("JOBS", "b-worker")
+    letters = await backend.messages("DLQ")
+    assert sorted(m["headers"]["Natstopo-Consumer"] for m in letters) == ["a-worker", "b-worker"]
+    assert len({m["headers"]["Nats-Msg-Id"] for m in letters}) == 2
+
+
+@pytest.mark.nats
+async def test_dead_letters_survive_a_stream_replace(
+    nats_server_each: NatsServer, tmp_path: Path
+) -> None:
+    import nats
+
+    path = write_topology(tmp_path, max_deliver=1, backoff=None)
+    backend = Backend("nats", nats_server_each)
+
+    async def fail(topic: str, payload: EventPayload) -> None:
+        raise RuntimeError("always")
+
+    nc = await nats.connect(nats_server_each.url)
+    try:
+        for round_no in (1, 2):
+            bus = await backend.bus(path, provision=False)
+            await provision_url(nats_server_each.url, path)
+            await bus.subscribe("job.created", fail)
+            await bus.subscribe("firm.*.synced", fail)
+            await bus.start()
+            assert await bus.publish("job.created", job(round_no))
+            await backend.wait_for_messages("DLQ", round_no)
+            await backend.settled("JOBS", "a-worker")
+            await bus.stop()
+            # Replace the origin stream: its sequences start again at 1.
+            await nc.jetstream().delete_stream("JOBS")
+        letters = await stream_messages(nc, "DLQ")
+    finally:
+        await nc.close()
+        await backend.close()
+    assert [m["headers"]["Natstopo-Stream-Seq"] for m in letters] == ["1", "1"]
+    assert [json.loads(m["data"])["data"]["n"] for m in letters] == [1, 2]
+
+
+async def test_dead_letters_drop_the_headers_the_server_acts_on(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = write_topology(tmp_path)
+    bus = await backend.bus(path)
+    seen: list[EventPayload] = []
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        seen.append(payload)
+
+    await bus.subscribe("job.created", handle)
+    await bus.subscribe("firm.*.synced", handle)
+    await bus.start()
+    # A foreign publisher's poison message with headers that the dead-letter stream would
+    # act on: the expected stream is JOBS (DLQ would refuse the copy), a rollup would purge.
+    await backend.inject(
+        "JOBS",
+        "jobs.job.created",
+        b"not an envelope",
+        {"Nats-Expected-Stream": "JOBS", "Nats-Msg-Id": "foreign-1", "X-Custom": "kept"},
+    )
+    [letter] = await backend.wait_for_messages("DLQ", 1)
+    await backend.settled("JOBS", "a-worker")
+    headers = letter["headers"]
+    assert headers["Natstopo-Reason"] == "not-json"
+    assert headers["X-Custom"] == "kept"
+    assert headers["Natstopo-Msg-Id"] == "foreign-1"
+    assert [k for k in headers if k.lower().startswith("nats-")] == ["Nats-Msg-Id"]
+    assert seen == []
+
+
+async def test_stop_hands_back_nothing_so_a_restart_costs_no_delivery(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # max_deliver 2: one delivery spent by a stop, plus one real failure, used to be enough
+    # to dead-letter a message that would have succeeded on its next try.
+    path = write_topology(tmp_path, max_deliver=2, backoff=None, fetch_batch=100, concurrency=2)
+    first = await backend.bus(path, stop_timeout=30)
+    started: list[int] = []
+
+    async def slow(topic: str, payload: EventPayload) -> None:
+        started.append(payload.data["n"])
+        await asyncio.sleep(0.2)  # the work itself: 40 of them take longer than a pull lasts
+
+    async def nothing(topic: str, payload: EventPayload) -> None:
+        pass
+
+    await first.subscribe("job.created", slow)
+    await first.subscribe("firm.*.synced", nothing)
+    await first.start()
+    assert all(await first.publish_many("job.created", [job(i) for i in range(40)]))
+    await eventually(lambda: len(started) == 2, what="both handler slots busy")
+    await first.stop()
+    done_by_first = set(started)
+    assert len(done_by_first) < 40
+
+    tries: Counter[int] = Counter()
+
+    async def fails_once(topic: str, payload: EventPayload) -> None:
+        n = payload.data["n"]
+        tries[n] += 1
+        if tries[n] == 1:
+            raise RuntimeError("first try fails")
+
+    second = await backend.bus(path)
+    await second.subscribe("job.created", fails_once)
+    await second.subscribe("firm.*.synced", nothing)
+    await second.start()
+    await backend.settled("JOBS", "a-worker", within=60)
+    assert set(tries) | done_by_first == set(range(40))
+    assert await backend.messages("DLQ") == []
+    assert all(count == 2 for count in tries.values())
+
+
+async def test_a_consumer_is_read_only_once_every_topic_has_a_handler(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = write_topology(tmp_path, one_consumer=True)  # a-worker: job.created, firm.*.synced
+    early = await backend.bus(path)
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        handled.append(topic)
+
+    handled: list[str] = []
+    await early.subscribe("job.created", handle)
+    with pytest.raises(SetupError, match=r"also takes topic\(s\) `firm\.\*\.synced`"):
+        await early.start()
+
+    bus = await backend.started(path)
+    await bus.subscribe("job.created", handle)  # one of two: nothing is fetched yet
+    assert await bus.publish("firm.*.synced", job(1), tokens=["iris"])
+    assert await bus.publish("job.created", job(2))
+    assert await backend.pending("JOBS", "a-worker") == (2, 0)  # undelivered, none in flight
+    await bus.subscribe("firm.*.synced", handle)
+    await backend.settled("JOBS", "a-worker")
+    assert sorted(handled) == ["firm.*.synced", "job.created"]
+    assert await backend.messages("DLQ") == []
+
+
+async def test_a_poison_message_without_dead_letter_stream_is_retried_then_left(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = write_topology(tmp_path, max_deliver=3)
+    text = path.read_text().replace("    dead_letter: DLQ\n", "")
+    path.write_text(text[: text.index("  DLQ:")])
+    outcomes = Outcomes()
+    bus = await backend.bus(path, metrics=outcomes)
+    seen: list[EventPayload] = []
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        seen.append(payload)
+
+    await bus.subscribe("job.created", handle)
+    await bus.subscribe("firm.*.synced", handle)
+    await bus.start()
+    await backend.inject("JOBS", "jobs.job.created", b"not json")
+    await outcomes.wait_for("left")
+    # As the server does: retried up to max_deliver (with the backoff), then left in its
+    # stream, never dropped at once.
+    assert outcomes.counts == Counter({"retried": 2, "left": 1})
+    assert [m["data"] for m in await backend.messages("JOBS")] == [b"not json"]
+    assert seen == []
