@@ -1,14 +1,15 @@
 """Runs the handlers of one durable pull consumer with bounded concurrency.
 
-The runner asks the server only for as many messages as its free handler slots can start
-(`concurrency` minus running, waiting and still-requested ones; at most `fetch_batch` per
-pull request), so nothing it receives waits behind other handlers and a stop never has to
-hand back a message it fetched (a NAK would use one of the message's deliveries). Every
-outcome is explicit: ack; NAK with the declared backoff; `in_progress` while a handler
-runs close to its ack deadline, up to `handler_timeout`, when the handler is cancelled and
-the delivery counts as failed; on the last allowed delivery, or at once for a body that is
-not a valid envelope of its topic, a copy to the stream's dead-letter stream, then `term`.
-A replayed dead letter meant for another consumer of the stream is acked unhandled.
+The runner keeps at most `max(concurrency, fetch_batch)` messages in flight (running,
+received and still requested; at most `fetch_batch` per pull request, the next asked for
+when half a batch is free), and a stop handles every message it received instead of
+handing it back: a NAK would use one of the message's deliveries, so a restart plus one
+real failure could dead-letter it. Every outcome is explicit: ack; NAK with the declared
+backoff; `in_progress` while a message waits or its handler runs close to its ack
+deadline, up to `handler_timeout`, when the handler is cancelled and the delivery counts
+as failed; on the last allowed delivery, or at once for a body that is not a valid
+envelope of its topic, a copy to the stream's dead-letter stream, then `term`. A replayed
+dead letter meant for another consumer of the stream is acked unhandled.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from .observability import (
 
 # What a handler call is: the callable and whether it takes the Delivery as a third argument.
 HandlerEntry = tuple[Any, bool]
+_NEVER = float("inf")
 
 
 class RunnerHost(Protocol):
@@ -89,9 +91,11 @@ class ConsumerRunner:
         self._cap = max(1, consumer.fetch_batch)
         if consumer.max_request_batch:
             self._cap = min(self._cap, consumer.max_request_batch)
-        # Ask again once this many slots are free: big enough to amortise the round trip,
-        # small enough that the slots do not idle while the next batch is on its way.
-        self._threshold = max(1, min(self._cap, self._concurrency) // 2)
+        # Messages in flight at most (running, received, still requested): fetch_batch, and
+        # never fewer than the handlers can run. Ask again once half a batch is free, so the
+        # handlers do not wait for a round trip.
+        self._window = max(self._concurrency, self._cap)
+        self._threshold = max(1, self._cap // 2)
         self._max_deliver = consumer.max_deliver if consumer.max_deliver is not None else -1
         self._hb_after = heartbeat_after(consumer)
         self._timeout = handler_timeout(consumer)
@@ -102,7 +106,8 @@ class ConsumerRunner:
         self._pull_bodies: dict[int, bytes] = {}
         self._buf: deque[Msg] = deque()
         self._idle_workers: deque[asyncio.Future[None]] = deque()
-        # id(msg) -> [msg, last in_progress, heartbeat until]: messages not yet finished
+        # id(msg) -> [msg, last in_progress, handler deadline, handler's task, timed out,
+        # the task the ticker cancelled]: messages received and not finished
         self._held: dict[int, list[Any]] = {}
         self._running = 0
         self._req_no = 0
@@ -153,7 +158,7 @@ class ConsumerRunner:
     # -- pull requests
     def _free(self) -> int:
         outstanding = self._req_batch - self._req_received if self._req_active else 0
-        return self._concurrency - self._running - len(self._buf) - outstanding
+        return self._window - self._running - len(self._buf) - outstanding
 
     async def _pull(self) -> None:
         if self._req_active or self._stopping or self._nc is None:
@@ -201,7 +206,7 @@ class ConsumerRunner:
         if msg.reply:  # a stream message ($JS.ACK... reply)
             self._warned = False
             self._buf.append(msg)
-            self._held[id(msg)] = [msg, time.monotonic(), float("inf")]
+            self._held[id(msg)] = [msg, time.monotonic(), _NEVER, None, False, None]
             self._req_received += 1
             if self._req_active and self._req_received >= self._req_batch:
                 self._end_request()
@@ -241,7 +246,7 @@ class ConsumerRunner:
 
     async def _tick(self) -> None:
         """Keep pull requests flowing, and send `in_progress` for messages held long."""
-        interval = max(0.02, min(self._hb_after / 2, 0.25))
+        interval = max(0.02, min(self._hb_after / 2, self._timeout / 4, 0.25))
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -252,8 +257,15 @@ class ConsumerRunner:
             limit = now - self._hb_after
             for key, entry in list(self._held.items()):
                 if entry[2] < now:
-                    # Its handler outlived handler_timeout and ignored the cancellation:
-                    # stop keeping the message alive; the server redelivers it after ack_wait.
+                    if not entry[4] and entry[3] is not None:
+                        # handler_timeout: cancel the handler; its delivery counts as failed.
+                        # Checked here rather than by a timer per message (cheaper).
+                        entry[4], entry[5] = True, entry[3]
+                        entry[2] = now + 1.0
+                        entry[3].cancel()
+                        continue
+                    # It ignored the cancellation and still runs: stop keeping the message
+                    # alive; the server redelivers it after ack_wait.
                     del self._held[key]
                     logger.error(
                         "consumer %s: a handler ignored its cancellation at handler_timeout; "
@@ -290,7 +302,7 @@ class ConsumerRunner:
                         await msg.nak(delay=retry_delay(self.consumer, 1))
                 finally:
                     self._running -= 1
-                if not self._req_active:
+                if not self._req_active and self._free() >= self._threshold:
                     await self._pull()
                 continue
             if self._closing:
@@ -320,33 +332,38 @@ class ConsumerRunner:
         if skew is not None:
             self._warn_skew(topic.name, skew)
         held = self._held.get(id(msg))
-        if held is not None:
-            held[2] = time.monotonic() + self._timeout + 1.0
-        deadline = asyncio.timeout(self._timeout)
+        if held is not None:  # the ticker cancels the handler at its deadline
+            held[2] = time.monotonic() + self._timeout
+            held[3] = asyncio.current_task()
+        timed_out = False
         started = time.perf_counter()
         try:
-            async with deadline:
+            try:
                 if with_delivery:
                     await handler(topic.name, payload, self._delivery(msg, topic.name, skew))
                 else:
                     await handler(topic.name, payload)
-            if deadline.expired():  # the handler swallowed its cancellation and returned
+            finally:
+                if held is not None:
+                    timed_out = held[4]
+                    held[2], held[3] = _NEVER, None
+                    if timed_out and held[5] is not None:
+                        held[5].uncancel()  # the ticker's cancellation is dealt with here
+            if timed_out:  # the handler swallowed its cancellation and returned
                 raise HandlerTimeout(self._timeout_text())
-        except TimeoutError as exc:
-            error: BaseException = exc
-            if deadline.expired():
-                error = HandlerTimeout(self._timeout_text())
-            await self._failed(msg, topic.name, payload, error, time.perf_counter() - started)
-            return
         except Exception as exc:
             await self._failed(msg, topic.name, payload, exc, time.perf_counter() - started)
             return
         except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the bus is cancelling this worker (stop timeout)
-            # a CancelledError raised by the handler's own code: a failure like any other
-            await self._failed(msg, topic.name, payload, exc, time.perf_counter() - started)
+            error: BaseException = exc
+            if timed_out:
+                error = HandlerTimeout(self._timeout_text())
+            else:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the bus is cancelling this worker (stop timeout)
+            # the handler timed out, or its own code raised CancelledError: a failure
+            await self._failed(msg, topic.name, payload, error, time.perf_counter() - started)
             return
         except (KeyboardInterrupt, SystemExit):
             # Let it end the program, but hand the message back rather than keep it in
@@ -582,11 +599,11 @@ class ConsumerRunner:
         bus.metrics.handled(topic, self.consumer.name, RETRIED, elapsed)
 
     async def stop(self, grace: float) -> None:
-        """Ask for no more; run what was received; let running handlers finish (`grace` s).
+        """Ask for no more; handle what was received; let handlers finish (`grace` s in all).
 
-        Messages that the open pull request still brings have free handler slots waiting
-        (the runner never asks for more), so they are handled, not handed back: a stop
-        costs no message a delivery. Only what is still unstarted after `grace` is NAKed.
+        What the open pull request still brings is handled too, not handed back: a stop
+        costs no message a delivery. Only what is still unstarted after `grace` is NAKed
+        (keep `fetch_batch` near `concurrency` for slow handlers, so that a stop is short).
         """
         self._stopping = True
         if not self.started:

@@ -166,8 +166,8 @@ class Consumer:
         service: The service that consumes through it.
         topics: Topic names it receives; empty when it takes every subject of the stream.
         filter_subjects: The filter subjects derived from `topics`.
-        fetch_batch: Runtime setting: messages per pull request at most (the bus asks only
-            for as many as its free handler slots can start at once).
+        fetch_batch: Runtime setting: messages per pull request at most; the bus keeps at
+            most `max(concurrency, fetch_batch)` in flight.
         concurrency: Runtime setting: handlers running at once.
         handler_timeout: Runtime setting: nanoseconds one handler call may run before the
             bus cancels it and counts the delivery as failed.
