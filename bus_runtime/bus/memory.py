@@ -357,6 +357,9 @@ class MemoryEventBus:
         self._require_started()
         ok = self.broker.store(target.stream, subject, body, headers) is not None
         self.metrics.published(topic, ok, 0.0, 1)
+        # A suspension point, as on NATS (which awaits the acknowledgement): a task that
+        # publishes in a loop must not starve the handlers and everything else.
+        await asyncio.sleep(0)
         return ok
 
     async def publish_many(
@@ -370,6 +373,7 @@ class MemoryEventBus:
             ok = self.broker.store(target.stream, subject, body, headers) is not None
             self.metrics.published(topic, ok, 0.0, 1)
             results.append(ok)
+        await asyncio.sleep(0)  # a suspension point, as on NATS
         return results
 
     # -- consuming
