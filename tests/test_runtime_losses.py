@@ -124,7 +124,7 @@ async def test_stop_hands_back_nothing_so_a_restart_costs_no_delivery(
 ) -> None:
     # max_deliver 2: one delivery spent by a stop, plus one real failure, used to be enough
     # to dead-letter a message that would have succeeded on its next try.
-    path = write_topology(tmp_path, max_deliver=2, backoff=None, fetch_batch=100, concurrency=2)
+    path = write_topology(tmp_path, max_deliver=2, backoff=None, fetch_batch=10, concurrency=2)
     first = await backend.bus(path, stop_timeout=30)
     started: list[int] = []
 
