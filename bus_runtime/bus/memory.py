@@ -352,7 +352,7 @@ class MemoryEventBus:
     ) -> bool:
         """As `NATSEventBus.publish`: refusals raise; True once stored."""
         target, subject, body, headers = self.binding.prepare(
-            topic, payload, tokens_argument(tokens)
+            topic, payload, tokens if type(tokens) is tuple else tokens_argument(tokens)
         )
         self._require_started()
         ok = self.broker.store(target.stream, subject, body, headers) is not None

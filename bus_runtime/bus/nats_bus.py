@@ -399,7 +399,7 @@ class NATSEventBus:
             BusClosedError: The bus is not started.
         """
         _target, subject, body, headers = self.binding.prepare(
-            topic, payload, tokens_argument(tokens)
+            topic, payload, tokens if type(tokens) is tuple else tokens_argument(tokens)
         )
         publisher = self._require_started()
         return await (await publisher.send(topic, subject, body, headers))
