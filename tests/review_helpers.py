@@ -150,7 +150,6 @@ HARD_SCHEMA = {
         },
         "closed": {"type": "object", "unevaluatedProperties": False},
         "typo": {"type": "string", "maxLenght": 3},
-        "ext": {"$ref": "other.json#/x"},
     },
     "additionalProperties": False,
 }

@@ -116,7 +116,7 @@ def test_awkward_names_and_schemas_still_make_a_valid_document(tmp_path: Path) -
     kw = doc["components"]["schemas"]["class._.def"]
     assert kw["properties"]["nested"] == {"$ref": "#/components/schemas/class._.def"}
     warnings = "\n".join(result.warnings)
-    for words in ["`unevaluatedProperties`", "`$ref: other.json#/x`", "holds `{` or `}`"]:
+    for words in ["`unevaluatedProperties`", "holds `{` or `}`"]:
         assert words in warnings, words
 
 
@@ -173,7 +173,8 @@ def test_messages_carry_the_runtime_s_envelope_and_headers() -> None:
     assert tuple(envelope["properties"]) == ENVELOPE_FIELDS
     assert envelope["properties"]["topic"]["const"] == "document.uploaded"
     assert envelope["properties"]["data"] == {"$ref": "#/components/schemas/document.uploaded"}
-    assert set(envelope["required"]) == set(ENVELOPE_FIELDS) - {"trace_id"}
+    # trace_id may be null; `schema` is absent from envelopes of older publishers
+    assert set(envelope["required"]) == set(ENVELOPE_FIELDS) - {"trace_id", "schema"}
     untyped = schemas["kg.facts_updated.envelope"]["properties"]["data"]
     assert untyped["type"] == "object" and "No payload schema" in untyped["description"]
     assert set(schemas["EventHeaders"]["properties"]) == {MSG_ID_HEADER, TRACEPARENT_HEADER}

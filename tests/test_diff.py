@@ -666,14 +666,21 @@ def test_writing_out_a_server_default_is_no_change(tmp_path: Path) -> None:
     assert compare(tmp_path, head).changes == []
 
 
-def test_headers_only_breaks_the_consumer_s_service(tmp_path: Path) -> None:
-    head = edit(
+def test_headers_only_is_refused_at_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The bus needs every body: a head turning headers_only on is invalid, not a change.
+    head_text = edit(
         BASE,
         "      mail-orders:\n        service: svc-mail\n",
         "      mail-orders:\n        service: svc-mail\n        headers_only: true\n",
     )
-    c = only(compare(tmp_path, head), "consumer", "ORDERS/mail-orders")
-    assert c.contract == "breaking" and c.services == ["svc-mail"]
+    base = write(tmp_path / "b", BASE)
+    head = write(tmp_path / "h", head_text)
+    code, _, err = run([str(base), str(head)], capsys)
+    line = head_text.splitlines().index("        headers_only: true") + 1
+    assert code == 1, err
+    assert f"{head}:{line}:" in err and "headers_only" in err, err
 
 
 def test_a_server_version_below_2_10_is_refused(

@@ -59,7 +59,7 @@ def consumer_doc(
         "max_waiting": draw(_maybe([100, 512])),
         "max_request_batch": draw(_maybe([10])),
         "max_request_expires": draw(_maybe(["5s"])),
-        "headers_only": draw(_maybe([True, False])),
+        "headers_only": draw(_maybe([False])),  # true: refused (the bus needs bodies)
         "description": draw(_maybe(["one", "two"])),
         "metadata": draw(_maybe([{"k": "v"}, {"k": "w"}])),
     }

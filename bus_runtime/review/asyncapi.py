@@ -39,7 +39,18 @@ CONTENT_TYPE = "application/json"
 
 # Restated from bus_runtime.bus (review may not import the runtime; tests/test_asyncapi.py
 # checks these against the runtime's own constants).
-ENVELOPE_FIELDS = ("event_id", "topic", "occurred_at", "actor", "tenant_id", "trace_id", "data")
+ENVELOPE_FIELDS = (
+    "event_id",
+    "topic",
+    "occurred_at",
+    "actor",
+    "tenant_id",
+    "trace_id",
+    "schema",
+    "data",
+)
+# Members an envelope may lack: no trace, or a publisher older than the `schema` member.
+OPTIONAL_FIELDS = frozenset({"trace_id", "schema"})
 MSG_ID_HEADER = "Nats-Msg-Id"
 TRACEPARENT_HEADER = "traceparent"
 DEAD_LETTER_HEADERS: dict[str, str] = {
@@ -324,7 +335,7 @@ class _Builder:
         return {
             "type": "object",
             "description": f"The envelope of each `{topic.name}` event; `data` is its payload.",
-            "required": [f for f in ENVELOPE_FIELDS if f != "trace_id"],
+            "required": [f for f in ENVELOPE_FIELDS if f not in OPTIONAL_FIELDS],
             "properties": {
                 "event_id": {
                     "type": "string",
@@ -338,6 +349,12 @@ class _Builder:
                 "trace_id": {
                     "type": ["string", "null"],
                     "description": "Correlation id; also sent as the `traceparent` header.",
+                },
+                "schema": {
+                    "type": ["string", "null"],
+                    "description": "The digest of the payload schema the publisher checked "
+                    "`data` against (`x-natstopo.schema_digest` of the message; null: none), "
+                    "so a consumer on another schema version can tell skew from a bad payload.",
                 },
                 "data": data,
             },

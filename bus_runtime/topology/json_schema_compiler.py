@@ -106,8 +106,12 @@ class _CheckWriter:
                 raise Unsupported(f"type {t}")
             test = " or ".join(_TYPE_TESTS[n].format(v="v") for n in names)
             body.append(f"if not ({test}): return False")
-        if "enum" in schema or "const" in schema:
-            values = list(schema["enum"]) if "enum" in schema else [schema["const"]]
+        # `enum` and `const` are separate constraints: with both, a value must pass each.
+        for values in [
+            list(schema[k]) if k == "enum" else [schema[k]]
+            for k in ("enum", "const")
+            if k in schema
+        ]:
             if all(type(x) is str for x in values):
                 allowed = self.const(frozenset(values))
                 body.append(f"if type(v) is not str or v not in {allowed}: return False")

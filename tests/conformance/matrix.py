@@ -137,6 +137,11 @@ KNOWN: dict[tuple[str, Version, Version], tuple[str, str]] = {
         "replace",
         "as mem_storage-off",
     ),
+    ("headers_only-on", (2, 10, 0), (99, 0, 0)): (
+        "invalid",
+        "natstopo's own rule, not the server's (which updates it in place): bus_runtime needs "
+        "every message's body, and a headers-only consumer would dead-letter each one",
+    ),
     ("mem_storage-on-same", (2, 10, 0), (99, 0, 0)): (
         "none",
         "nothing changes; a consumer with mem_storage is lost at any restart of its server, "
