@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -627,6 +628,198 @@ async def test_the_bus_runs_with_its_service_credentials(
     delivered, ack_floor, pending = states["TAX_AGENT_JOBS"]["consumers"]["normalize-map-worker"]  # type: ignore[index]
     assert delivered == ack_floor == 1 and pending == 0
     assert states["TAX_AGENT_JOBS"]["messages"] == 0
+
+
+async def test_the_bus_takes_its_credentials_from_the_environment_and_checks_at_start(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only NATS_URL, NATS_USER and NATS_PASSWORD set (as a pod's Secret gives them): the
+    bus derives its inbox prefix, runs the default start-up check (error) within its
+    permissions, publishes, consumes and acks; no secret reaches a log line."""
+    from bus_runtime import create_event_bus
+
+    server, topology, store = provisioned
+    got: asyncio.Queue[EventPayload] = asyncio.Queue()
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        got.put_nowait(payload)
+
+    def env_of(service: str) -> dict[str, str]:
+        values = read_env_file(store.env_path(service))
+        return {k: values[k] for k in ("NATS_USER", "NATS_PASSWORD")}
+
+    caplog.set_level("DEBUG")
+    secrets: list[str] = []
+    buses = []
+    for service in ("svc-normalize-map", "svc-extract"):
+        env = env_of(service)
+        secrets.append(env["NATS_PASSWORD"])
+        monkeypatch.setenv("NATS_URL", server.url)
+        monkeypatch.delenv("NATS_INBOX_PREFIX", raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        bus = create_event_bus("nats", topology=topology, service=service)
+        if service == "svc-normalize-map":
+            await bus.subscribe("normalize.requested", handle)
+        await bus.start()  # startup_check="error": reads only what its permissions allow
+        buses.append(bus)
+    worker, publisher = buses
+    sent = EventPayload(data={"document_id": "d-2"}, actor="svc-extract", tenant_id="t-1")
+    try:
+        assert await publisher.publish("normalize.requested", sent) is True
+        received = await asyncio.wait_for(got.get(), 10)
+        assert received.event_id == sent.event_id
+    finally:
+        await publisher.stop()
+        await worker.stop()
+    states = await _stream_states(server.url, store, topology)
+    delivered, ack_floor, pending = states["TAX_AGENT_JOBS"]["consumers"]["normalize-map-worker"]  # type: ignore[index]
+    assert delivered == ack_floor == 1 and pending == 0
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "bus of svc-extract started" in logged
+    assert "Permissions Violation" not in logged and "permission" not in logged.lower()
+    for secret in secrets:
+        assert secret not in logged
+
+
+def _bus_with_credentials_of(
+    server: NatsServer,
+    topology: Topology,
+    store: CredentialStore,
+    service: str,
+    other: str,
+    **kw: object,
+):  # type: ignore[no-untyped-def]
+    """The bus of `service` connecting with `other`'s credentials: the topology says yes,
+    the server's permissions say no (a stale Secret, a copy-pasted env file)."""
+    from bus_runtime import create_event_bus
+    from bus_runtime.security import service_connect_options
+
+    connection = service_connect_options(
+        other, env={}, env_file=store.env_path(other), servers=(server.url,)
+    )
+    return create_event_bus("nats", topology=topology, service=service, connection=connection, **kw)
+
+
+async def test_a_publish_the_server_refuses_raises_naming_subject_and_service(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    server, topology, store = provisioned
+    # svc-extract publishes normalize.requested; svc-ocr may not
+    bus = _bus_with_credentials_of(
+        server,
+        topology,
+        store,
+        "svc-extract",
+        "svc-ocr",
+        startup_check="off",
+        publish_retry_for=60.0,
+    )
+    await bus.start()
+    try:
+        payload = EventPayload(data={"document_id": "d-3"}, actor="svc-extract", tenant_id="t")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(PermissionViolationError) as info:
+            await bus.publish("normalize.requested", payload)
+        # the server's answer, not the 60 s of retries
+        assert asyncio.get_running_loop().time() - started < 30
+    finally:
+        await bus.stop()
+    err = info.value
+    subject = topology.topic("normalize.requested").subject
+    assert err.operation == "publish" and err.subject == subject
+    assert subject in str(err) and "svc-extract" in str(err)
+    # nothing was stored
+    states = await _stream_states(server.url, store, topology)
+    assert states["TAX_AGENT_JOBS"]["messages"] == 0
+
+
+async def test_a_start_up_check_the_server_refuses_is_a_permission_error(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    server, topology, store = provisioned
+    bus = _bus_with_credentials_of(server, topology, store, "svc-normalize-map", "svc-ocr")
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        raise AssertionError("nothing may be delivered")
+
+    await bus.subscribe("normalize.requested", handle)
+    with pytest.raises(PermissionViolationError) as info:
+        await bus.start()
+    assert "$JS.API" in info.value.subject and "svc-normalize-map" in str(info.value)
+    await bus.stop()  # a bus that never started stops quietly
+
+
+async def test_a_fetch_the_server_refuses_is_logged_once_naming_the_consumer(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, topology, store = provisioned
+    bus = _bus_with_credentials_of(
+        server,
+        topology,
+        store,
+        "svc-normalize-map",
+        "svc-ocr",
+        startup_check="off",
+        pull_expires=0.2,
+    )
+    refused = asyncio.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "CONSUMER.MSG.NEXT" in record.getMessage():
+                refused.set()
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        raise AssertionError("nothing may be delivered")
+
+    caplog.set_level(logging.DEBUG, logger="bus_runtime")  # the repeats are at debug
+    seen = Seen()
+    logging.getLogger("bus_runtime").addHandler(seen)
+    try:
+        await bus.subscribe("normalize.requested", handle)
+        await bus.start()
+        await asyncio.wait_for(refused.wait(), 10)
+        # a few more refused pulls (one per pull_expires + 2 s at most): still one error line
+        for _ in range(2):
+            refused.clear()
+            await asyncio.wait_for(refused.wait(), 10)
+    finally:
+        logging.getLogger("bus_runtime").removeHandler(seen)
+        await bus.stop()
+    errors = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and "CONSUMER.MSG.NEXT" in r.getMessage()
+    ]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    message = errors[0].getMessage()
+    assert "$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.normalize-map-worker" in message
+    assert "svc-normalize-map" in message
+
+
+async def test_wrong_credentials_are_one_connect_error_without_the_secret(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    from bus_runtime import create_event_bus
+
+    server, topology, _store = provisioned
+    bus = create_event_bus(
+        "nats",
+        servers=server.url,
+        topology=topology,
+        service="svc-ocr",
+        user="svc-ocr",
+        password="not-the-password-4711",
+        start_timeout=3.0,
+    )
+    with pytest.raises(ConnectError) as info:
+        await bus.start()
+    assert "authorization failed" in str(info.value)
+    assert "not-the-password-4711" not in str(info.value)
 
 
 async def test_a_startup_check_of_own_consumers_works_with_service_credentials(

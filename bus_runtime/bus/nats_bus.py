@@ -14,12 +14,20 @@ dead-lettered.
 
 `start` gives up after `start_timeout` seconds with one `ConnectError`; once connected the
 bus reconnects forever. `stop` never raises for a connection that is gone.
+
+Credentials, TLS and the JetStream domain come from `connection` (a `ConnectOptions`) or the
+`NATS_*` variables `natstopo auth render` writes (`NATS_URL`, `NATS_USER`/`NATS_PASSWORD`,
+`NATS_NKEY`, `NATS_CREDS`, `NATS_TOKEN`, `NATS_CA`/`NATS_CERT`/`NATS_KEY`,
+`NATS_INBOX_PREFIX`, `NATS_JS_DOMAIN`); replies arrive on the service's own inbox prefix
+(`_INBOX.<service>`, the only one its permissions let it read). A publish, fetch or ack
+the server's permissions refuse is a `PermissionViolationError` naming subject and service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -28,9 +36,18 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client
 
-from .._errors import BusClosedError, ConnectError, SetupError, StartupCheckError
+from .._errors import (
+    BusClosedError,
+    ConnectError,
+    PermissionViolationError,
+    SetupError,
+    StartupCheckError,
+)
+from ..jetstream.api import JetStreamApi
+from ..jetstream.connect import ConnectOptions, new_client, split_servers
 from ..jetstream.connect import _reason as connect_reason
-from ..jetstream.connect import split_servers
+from ..security.permissions import inbox_prefix as service_inbox
+from ..security.violations import permission_violation
 from ..topology.model import Topology
 from .binding import ServiceBinding, resolve_topology
 from .contract import ContextHandler, Handler, handler_arity
@@ -52,8 +69,15 @@ from .publisher import Publisher
 from .pull_consumer import ConsumerRunner
 
 DEFAULT_SERVERS = "nats://localhost:4222"
+_FROM_ENV: Any = object()  # `servers` not given: `connection`'s, else NATS_URL, else the default
 _OPTIONS = (
     "servers",
+    "connection",
+    "user",
+    "password",
+    "token",
+    "creds",
+    "nkey_seed",
     "topology",
     "service",
     "environment",
@@ -74,7 +98,8 @@ class NATSEventBus:
     """The event bus of one service of a topology, on NATS JetStream.
 
     Args:
-        servers: NATS URL(s): a list, or one string (comma-separated for several).
+        servers: NATS URL(s): a list, or one string (comma-separated for several); by
+            default `connection.servers`, else `NATS_URL`, else nats://localhost:4222.
         topology: The topology file (or an already loaded `Topology`).
         service: The service this bus publishes and consumes for.
         environment: The environment whose overrides apply (the Pulumi stack name).
@@ -91,6 +116,10 @@ class NATSEventBus:
         start_timeout: Seconds `start` tries to connect before it gives up (ConnectError).
         metrics: A `BusMetrics` (e.g. `bus_runtime.contrib.prometheus.PrometheusMetrics`).
         connect_options: Extra keyword arguments for `nats.connect`.
+        connection: Credentials, TLS, inbox prefix and JetStream domain
+            (default: `ConnectOptions.from_env()`, the `NATS_*` variables).
+        user, password, token, creds, nkey_seed: Credentials, winning over `connection`'s
+            and the environment's (`creds`, `nkey_seed`: paths of a `.creds` / seed file).
 
     Raises:
         SetupError: A wrong argument, or the source document's `stream_name=` /
@@ -99,7 +128,7 @@ class NATSEventBus:
 
     def __init__(
         self,
-        servers: str | Sequence[str] = DEFAULT_SERVERS,
+        servers: str | Sequence[str] = _FROM_ENV,
         *replaced: object,
         topology: Topology | str | os.PathLike[str] | None = None,
         service: str | None = None,
@@ -114,6 +143,12 @@ class NATSEventBus:
         start_timeout: float = 10.0,
         metrics: BusMetrics | None = None,
         connect_options: dict[str, Any] | None = None,
+        connection: ConnectOptions | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        creds: str | None = None,
+        nkey_seed: str | None = None,
         **unknown: Any,
     ) -> None:
         replaced_arguments("NATSEventBus", replaced, unknown)
@@ -137,7 +172,17 @@ class NATSEventBus:
         self.topology = resolve_topology(topology_argument("NATSEventBus", topology), environment)
         self.service = service_argument("NATSEventBus", service)
         self.binding = ServiceBinding(self.topology, service)
-        self.servers = list(split_servers(servers_argument(servers)))
+        self.connection = self._connection(
+            servers,
+            connection,
+            user=user,
+            password=password,
+            token=token,
+            creds=creds,
+            nkey_seed=nkey_seed,
+        )
+        self.servers = list(self.connection.servers)
+        self.api_prefix = self.connection.api_prefix
         self.startup_check = startup_check
         self.auto_provision = bool(auto_provision)
         self.metrics = metrics or BusMetrics()
@@ -147,8 +192,41 @@ class NATSEventBus:
         self._runners: dict[str, ConsumerRunner] = {}
         self._state = "new"
         self._connect_errors: list[BaseException] = []
+        self._violations: list[PermissionViolationError] = []  # seen during start
+        self._reported: set[str] = set()  # refused subjects logged at error level once
         self._transition: asyncio.Future[None] | None = None  # a start or stop under way
         self._stop_task: asyncio.Task[None] | None = None
+
+    def _connection(
+        self, servers: object, connection: object, **credentials: object
+    ) -> ConnectOptions:
+        if connection is not None and not isinstance(connection, ConnectOptions):
+            raise SetupError(
+                f"`connection` must be a ConnectOptions, got {type(connection).__name__}"
+            )
+        for name, value in credentials.items():
+            if value is not None and (not isinstance(value, str) or not value):
+                raise SetupError(f"`{name}` must be a non-empty string, got {value!r}")
+        try:
+            base = connection if connection is not None else ConnectOptions.from_env()
+        except ConnectError as exc:  # a bad NATS_JS_DOMAIN / NATS_JS_API_PREFIX
+            raise SetupError(str(exc)) from exc
+        values: dict[str, Any] = {k: v for k, v in credentials.items() if v is not None}
+        if servers is not _FROM_ENV:
+            values["servers"] = split_servers(servers_argument(servers))
+        elif connection is None and not os.environ.get("NATS_URL"):
+            values["servers"] = (DEFAULT_SERVERS,)
+        if "user" in values or "token" in values or "creds" in values or "nkey_seed" in values:
+            # explicit credentials replace the environment's, never mix with them
+            for other in ("user", "password", "token", "creds", "nkey_seed"):
+                values.setdefault(other, None)
+        # The inbox prefix the service's permissions allow (harmless without authorization).
+        values["inbox_prefix"] = base.inbox_prefix or service_inbox(self.service)
+        values["name"] = f"natstopo:{self.topology.name}:{self.service}"
+        options = dataclasses.replace(base, **values)
+        if options.password is not None and options.user is None:
+            raise SetupError("`password` needs `user` (or NATS_USER)")
+        return options
 
     # -- lifecycle
     async def start(self) -> None:
@@ -202,7 +280,7 @@ class NATSEventBus:
         logger.info(
             "bus of %s started on %s (topology %s, %s)",
             self.service,
-            self.nc.connected_url.netloc if self.nc.connected_url else self.servers,
+            self._where(),
             self.topology.name,
             self.topology.environment or "base",
         )
@@ -214,7 +292,7 @@ class NATSEventBus:
         forever, so the bound is a deadline around it, and the reason is the last error seen.
         """
         options: dict[str, Any] = {
-            "name": f"natstopo:{self.topology.name}:{self.service}",
+            "name": self.connection.name,
             "reconnect_time_wait": 0.5,
             "max_reconnect_attempts": -1,
             "connect_timeout": min(2.0, self.start_timeout),
@@ -222,9 +300,14 @@ class NATSEventBus:
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
         }
+        shown = list(self.connection.shown_servers)
+        try:
+            options.update(self.connection.auth_kwargs())
+        except ConnectError as exc:  # a credentials, nkey or TLS file that cannot be used
+            raise ConnectError(shown, exc.reason) from exc
         options.update(self.connect_options)
         self._connect_errors = []
-        nc = Client()
+        nc = new_client(self.connection)
         try:
             await asyncio.wait_for(nc.connect(servers=self.servers, **options), self.start_timeout)
         except (TimeoutError, OSError, nats.errors.Error) as exc:
@@ -236,11 +319,21 @@ class NATSEventBus:
             auth = [r for r in reasons if r.startswith("authorization failed")]
             reason = auth[0] if auth else reasons[-1] if reasons else "no server answered"
             raise ConnectError(
-                self.servers, f"{reason} (gave up after start_timeout {self.start_timeout:g}s)"
+                shown,
+                self.connection.redact(
+                    f"{reason} (gave up after start_timeout {self.start_timeout:g}s)"
+                ),
             ) from exc
         finally:
             self._connect_errors = []
         return nc
+
+    def _where(self) -> str:
+        """The server this bus is connected to, without credentials."""
+        url = self.nc.connected_url if self.nc is not None else None
+        if url is None:
+            return ", ".join(self.connection.shown_servers)
+        return f"{url.hostname}:{url.port}" if url.port else str(url.hostname)
 
     def used_assets(self) -> tuple[set[str], set[tuple[str, str]]]:
         """The streams and (stream, consumer) pairs this service publishes to or consumes."""
@@ -260,11 +353,24 @@ class NATSEventBus:
 
         assert self.nc is not None
         streams, consumers = self.used_assets()
-        plan = await plan_changes(
-            self.nc, self.topology, only_streams=sorted(streams), only_consumers=sorted(consumers)
-        )
-        # The planner reads every consumer of a scoped stream; another service's consumer
-        # of a stream this one only publishes to is none of its business.
+        api = JetStreamApi(self.nc, self.api_prefix)
+        try:
+            # Only this service's own consumers are read: another service's consumer of a
+            # stream it publishes to is none of its business, and its permissions allow
+            # CONSUMER.INFO of its own consumers only (no CONSUMER.LIST).
+            plan = await plan_changes(
+                api,
+                self.topology,
+                only_streams=sorted(streams),
+                only_consumers=sorted(consumers),
+                every_consumer=self.auto_provision,
+            )
+        except Exception as exc:
+            # A refused API request is dropped by the server and only times out: the
+            # violation reported meanwhile is the reason.
+            if self._violations:
+                raise self._violations[0] from exc
+            raise
         plan.changes = [
             c for c in plan.changes if c.consumer is None or (c.stream, c.consumer) in consumers
         ]
@@ -274,7 +380,7 @@ class NATSEventBus:
             logger.warning(
                 "auto_provision: applying the topology for %s:\n%s", self.service, plan.to_text()
             )
-            await apply_plan(self.nc, plan, allow_destructive=False)
+            await apply_plan(api, plan, allow_destructive=False)
             return
         lines = [line for line in plan.to_text().splitlines() if line.strip()]
         if self.startup_check == "error":
@@ -355,10 +461,43 @@ class NATSEventBus:
         await self.stop()
 
     async def _on_error(self, exc: Exception) -> None:
+        violation = permission_violation(exc, self.service, self._subjects())
+        if violation is not None:
+            self._refused(violation)
+            return
         if self._state == "starting":
             self._connect_errors.append(exc)  # reported once, in the ConnectError
             return
-        logger.warning("nats: %s: %s", type(exc).__name__, exc)
+        logger.warning("nats: %s: %s", type(exc).__name__, self.connection.redact(str(exc)))
+
+    def _subjects(self) -> list[str]:
+        """Subjects this bus sends to, so a violation names them in their own case (nats-py
+        lower-cases the server's text)."""
+        out = [r.next_subject for r in self._runners.values()]
+        out += [t.subject for t in self.topology.topics_published_by(self.service)]
+        streams, consumers = self.used_assets()  # what the start-up check reads
+        out += [f"{self.api_prefix}.STREAM.INFO.{s}" for s in streams]
+        out += [f"{self.api_prefix}.CONSUMER.INFO.{s}.{c}" for s, c in consumers]
+        return out
+
+    def _refused(self, violation: PermissionViolationError) -> None:
+        """A publish or subscription the server's permissions refused."""
+        if self._state == "starting":
+            self._violations.append(violation)
+        failed = 0
+        if self._publisher is not None and violation.operation == "publish":
+            failed = self._publisher.refuse(violation.subject, violation)
+        key = f"{violation.operation} {violation.subject.lower()}"
+        first = key not in self._reported
+        self._reported.add(key)
+        # Once at error level per subject: a refused fetch is asked again every second.
+        logger.log(
+            logging.ERROR if first else logging.DEBUG,
+            "%s%s",
+            violation,
+            f" ({failed} publishes failed)" if failed else "",
+            extra=log_fields(subject=violation.subject),
+        )
 
     async def _on_disconnected(self) -> None:
         if self._state == "started":

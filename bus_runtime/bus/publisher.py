@@ -239,6 +239,19 @@ class Publisher:
                 ),
             )
 
+    def refuse(self, subject: str, error: BaseException) -> int:
+        """Fail every in-flight publish to `subject` (the server's permissions refused it:
+        sending again cannot help) with `error`; how many. Compared without case, as nats-py
+        lower-cases the server's report."""
+        wanted = subject.lower()
+        refused = [(t, p) for t, p in self._pending.items() if p.subject.lower() == wanted]
+        for token, p in refused:
+            del self._pending[token]
+            if not p.future.done():
+                p.future.set_exception(error)
+            self._finish(p, False, str(error))
+        return len(refused)
+
     async def _sweep(self) -> None:
         """Time out sends whose acknowledgement did not come within `timeout`."""
         interval = min(0.1, self._timeout / 4)

@@ -66,6 +66,7 @@ class RunnerHost(Protocol):
     metrics: BusMetrics
     pull_expires: float
     debug_logging: bool
+    api_prefix: str  # `$JS.API`, or `$JS.<domain>.API`
 
     async def publish_raw(
         self, label: str, subject: str, body: bytes, headers: dict[str, str]
@@ -102,7 +103,7 @@ class ConsumerRunner:
         self._expires = bus.pull_expires
         if consumer.max_request_expires:
             self._expires = min(self._expires, consumer.max_request_expires / 1e9)
-        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream.name}.{consumer.name}"
+        self.next_subject = f"{bus.api_prefix}.CONSUMER.MSG.NEXT.{self.stream.name}.{consumer.name}"
         self._pull_bodies: dict[int, bytes] = {}
         self._buf: deque[Msg] = deque()
         self._idle_workers: deque[asyncio.Future[None]] = deque()
@@ -181,7 +182,7 @@ class ConsumerRunner:
         self._req_received = 0
         self._req_deadline = now + self._expires + 2.0
         try:
-            await self._nc.publish(self._next_subject, body, reply=f"{self._inbox}.{self._req_no}")
+            await self._nc.publish(self.next_subject, body, reply=f"{self._inbox}.{self._req_no}")
         except (nats.errors.Error, OSError) as exc:
             self._end_request(pause=1.0)
             logger.warning(

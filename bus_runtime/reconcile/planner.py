@@ -42,6 +42,7 @@ async def plan_changes(
     topology: Topology,
     only_streams: Iterable[str] | None = None,
     only_consumers: Iterable[tuple[str, str]] | None = None,
+    every_consumer: bool = True,
 ) -> Plan:
     """Compare `topology` with the live server and plan what apply would do.
 
@@ -49,6 +50,9 @@ async def plan_changes(
     undeclared ones are planned for deletion, others reported as unmanaged. With
     `only_streams` (every declared consumer of those streams) and/or `only_consumers`
     ((stream, consumer) pairs) only those assets are read, and nothing is deleted.
+    `every_consumer=False` reads only the consumers of `only_consumers`, never a stream's
+    list of consumers (a service's permissions allow CONSUMER.INFO of its own ones only);
+    what needs the others' state (interest retention) is then planned as unknown.
 
     What apply would fail on is in `Plan.errors` (apply refuses such a plan).
 
@@ -72,6 +76,7 @@ async def plan_changes(
         server,
         set(only_streams) if only_streams is not None else None,
         set(only_consumers) if only_consumers is not None else None,
+        every_consumer,
     )
     plan = Plan(topology.name, topology.environment, version_text(server))
     await planner.read(api)
@@ -113,6 +118,7 @@ class _Planner:
         server: Version,
         stream_scope: set[str] | None,
         consumer_scope: set[tuple[str, str]] | None,
+        every_consumer: bool = True,
     ) -> None:
         self.topology = topology
         self.server = server
@@ -133,7 +139,10 @@ class _Planner:
         self.live_streams: dict[str, dict[str, Any]] = {}
         self.live_consumers: dict[str, list[dict[str, Any]]] = {}
         # Every consumer of the stream was read (its state can tell interest retention).
-        self.all_consumers_read = not (consumer_scope is not None and stream_scope is None)
+        self.all_consumers_read = every_consumer and not (
+            consumer_scope is not None and stream_scope is None
+        )
+        self.may_list = every_consumer
         self.subjects: dict[str, dict[str, int]] = {}
         self.state_consumers: dict[str, list[dict[str, Any]]] = {}
         self.account: dict[str, Any] = {}
@@ -170,7 +179,7 @@ class _Planner:
         wanted = [s.name for s in self.declared if self._needs_subjects(s)]
         counts = await asyncio.gather(*(api.stream_subjects(n) for n in wanted))
         self.subjects = dict(zip(wanted, counts, strict=True))
-        if not self.all_consumers_read and wanted:
+        if not self.all_consumers_read and wanted and self.may_list:
             lists = await api.consumers_of(wanted)
             self.state_consumers.update(lists)
 
