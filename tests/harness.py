@@ -125,6 +125,7 @@ class NatsServer:
     routes: list[str] = field(default_factory=list)
     extra_conf: str = ""
     includes: dict[str, str] = field(default_factory=dict)
+    js_domain: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -146,6 +147,7 @@ class NatsServer:
             "  max_memory_store: 256MB",
             # Accounting only: streams reserve their max_bytes; the tests write little.
             "  max_file_store: 1TB",
+            *([f'  domain: "{self.js_domain}"'] if self.js_domain else []),
             "}",
         ]
         if self.cluster_port is not None:
@@ -323,8 +325,9 @@ def running_server(
     *,
     extra_conf: str = "",
     includes: dict[str, str] | None = None,
+    js_domain: str | None = None,
 ) -> Iterator[NatsServer]:
-    """A single JetStream server, stopped on exit.
+    """A single JetStream server, stopped on exit (in JetStream domain `js_domain`).
 
     `extra_conf` is appended to its config; `includes` (file name -> text) are written
     beside it and included (an authorization block, feature flags).
@@ -339,6 +342,7 @@ def running_server(
             store_dir=store,
             extra_conf=extra_conf,
             includes=dict(includes or {}),
+            js_domain=js_domain,
         )
         try:
             _start_with_port_retry(server)

@@ -822,6 +822,51 @@ async def test_wrong_credentials_are_one_connect_error_without_the_secret(
     assert "not-the-password-4711" not in str(info.value)
 
 
+@pytest.mark.parametrize("binary", SERVERS, ids=_ids(SERVERS))
+async def test_the_bus_in_a_jetstream_domain_uses_its_api_prefix(
+    binary: ServerBinary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Servers in JetStream domain `hub`, authorization rendered for it: the env file
+    carries NATS_JS_DOMAIN, and the bus checks, fetches and acks through `$JS.hub.API`
+    within the service's permissions (the server grants the domain's API as the local one)."""
+    from bus_runtime import create_event_bus
+    from bus_runtime.jetstream.api import JetStreamApi
+
+    topology, store = render(tmp_path / "auth", domain="hub")
+    assert read_env_file(store.env_path("svc-normalize-map"))["NATS_JS_DOMAIN"] == "hub"
+    with running_server(
+        binary, includes={"auth.conf": store.auth_path.read_text()}, js_domain="hub"
+    ) as server:
+        admin = await connect_as(server.url, store, ADMIN)
+        api = JetStreamApi(admin.nc, "$JS.hub.API")
+        await apply_plan(api, await plan_changes(api, topology))
+        await admin.nc.close()
+        got: asyncio.Queue[EventPayload] = asyncio.Queue()
+
+        async def handle(topic: str, payload: EventPayload) -> None:
+            got.put_nowait(payload)
+
+        def bus(service: str, **env: str):  # type: ignore[no-untyped-def]
+            values = {**read_env_file(store.env_path(service)), "NATS_URL": server.url, **env}
+            for k in ("NATS_USER", "NATS_PASSWORD", "NATS_URL", "NATS_JS_DOMAIN"):
+                monkeypatch.setenv(k, values[k])
+            return create_event_bus("nats", topology=topology, service=service)
+
+        worker = bus("svc-normalize-map")
+        assert worker.api_prefix == "$JS.hub.API"
+        await worker.subscribe("normalize.requested", handle)
+        await worker.start()
+        publisher = bus("svc-extract")
+        await publisher.start()
+        sent = EventPayload(data={"document_id": "d-9"}, actor="svc-extract", tenant_id="t")
+        try:
+            assert await publisher.publish("normalize.requested", sent) is True
+            assert (await asyncio.wait_for(got.get(), 10)).event_id == sent.event_id
+        finally:
+            await publisher.stop()
+            await worker.stop()
+
+
 async def test_a_startup_check_of_own_consumers_works_with_service_credentials(
     provisioned: tuple[NatsServer, Topology, CredentialStore],
 ) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from .._errors import SetupError
 from ..jetstream.connect import (
     ENV_INBOX_PREFIX,
+    ENV_JS_DOMAIN,
     ENV_NKEY,
     ENV_PASSWORD,
     ENV_URL,
@@ -398,6 +399,7 @@ class CredentialStore:
         secret: str,
         topology: Topology,
         server_url: str | None,
+        domain: str | None = None,
     ) -> None:
         values: dict[str, str] = {}
         if server_url:
@@ -411,6 +413,8 @@ class CredentialStore:
             _write_if_changed(seed_path, secret + "\n")
             values[ENV_NKEY] = str(seed_path.resolve())
         values[ENV_INBOX_PREFIX] = inbox_prefix(identity)
+        if domain:  # the JetStream API is `$JS.<domain>.API`: what the permissions grant
+            values[ENV_JS_DOMAIN] = domain
         env = topology.environment or "base"
         comment = (
             f"natstopo: credentials of `{identity}` (topology {topology.name}, environment "
@@ -491,7 +495,7 @@ class CredentialStore:
                 gens = [*gens, gen]
             else:
                 secret = current[0]
-            self._write_secret(mode, identity, gens[-1], secret, topology, url)
+            self._write_secret(mode, identity, gens[-1], secret, topology, url, domain)
             if identity in retire and len(gens) > 1:
                 gens = gens[-1:]
                 result.retired.append(identity)
