@@ -207,3 +207,32 @@ async def test_a_consumer_without_explicit_acks_is_refused(tmp_path: Path) -> No
 
     with pytest.raises(SetupError, match=r"ack_policy all.*needs `explicit`"):
         await bus.subscribe("job.created", handle)
+
+
+def test_every_nats_bus_option_builds_a_memory_bus_too() -> None:
+    """The same settings build either bus (an application switches with one word): each
+    keyword NATSEventBus takes is taken by MemoryEventBus, read from its signature."""
+    import inspect
+
+    from bus_runtime import MemoryEventBus, NATSEventBus
+    from bus_runtime.jetstream.connect import ConnectOptions
+
+    samples: dict[str, object] = {
+        "servers": "nats://127.0.0.1:4222",
+        "connection": ConnectOptions(),
+        "metrics": None,
+        "environment": None,
+    }
+    params = inspect.signature(NATSEventBus).parameters.values()
+    keywords = [p for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert len(keywords) > 15
+    for p in keywords:
+        if p.name in ("topology", "service"):
+            continue
+        value = samples.get(p.name, p.default)
+        if value is None and p.name in ("user", "password", "token", "creds", "nkey_seed"):
+            value = "x"
+        bus = MemoryEventBus(
+            topology=REPO / "topology" / "topology.yaml", service="svc-ocr", **{p.name: value}
+        )
+        assert bus.service == "svc-ocr", p.name

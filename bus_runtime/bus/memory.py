@@ -66,6 +66,12 @@ _NATS_ONLY_OPTIONS = frozenset(
         "pull_expires",
         "start_timeout",
         "connect_options",
+        "connection",
+        "user",
+        "password",
+        "token",
+        "creds",
+        "nkey_seed",
     }
 )
 _OPTIONS = (
