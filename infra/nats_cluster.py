@@ -18,6 +18,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from nats_conf import (
+    AUTH_DIR,
+    AUTH_FILE,
     CLIENT_PORT,
     CLUSTER_PORT,
     CONFIG_DIR,
@@ -141,8 +143,8 @@ def cluster_objects(
         nats_conf: The text of `nats.conf` (from `render_nats_conf`).
         allow_replace: Mark the StatefulSet as allowed to be replaced (read by the policy pack).
         skip_await: Tell the Kubernetes provider not to wait for the rollout.
-        auth_secret: A Secret holding `auth.conf`, mounted beside `nats.conf` (which then
-            includes it); None when the stack has no authorization yet.
+        auth_secret: A Secret holding `auth.conf`, mounted at `AUTH_DIR` (nats.conf then
+            includes it); None when the stack has no authorization.
     """
     name = settings.name
     labels = common_labels(settings, part_of)
@@ -193,9 +195,18 @@ def cluster_objects(
         {"name": "pid", "mountPath": PID_FILE.rsplit("/", 1)[0]},
         {"name": f"{name}-js", "mountPath": STORE_DIR},
     ]
+    reloader_mounts = mounts[:2]
+    reloader_configs = ["-config", f"{CONFIG_DIR}/nats.conf"]
     if auth_secret is not None:
-        volumes.append({"name": "auth", "secret": {"secretName": auth_secret}})
-        mounts.append({"name": "auth", "mountPath": f"{CONFIG_DIR}/auth", "readOnly": True})
+        # Readable by the servers' user and group (fsGroup) only.
+        volumes.append(
+            {"name": "auth", "secret": {"secretName": auth_secret, "defaultMode": 0o440}}
+        )
+        auth_mount = {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}
+        mounts.append(auth_mount)
+        reloader_mounts = [*reloader_mounts, auth_mount]
+        # A changed Secret (a rotation) reloads the servers as a nats.conf change does.
+        reloader_configs += ["-config", f"{AUTH_DIR}/{AUTH_FILE}"]
     resources = {"cpu": settings.cpu, "memory": settings.memory}
     nats_container: dict[str, Any] = {
         "name": "nats",
@@ -228,8 +239,8 @@ def cluster_objects(
             {
                 "name": "reloader",
                 "image": settings.reloader_image,
-                "args": ["-pid", PID_FILE, "-config", f"{CONFIG_DIR}/nats.conf"],
-                "volumeMounts": mounts[:2],
+                "args": ["-pid", PID_FILE, *reloader_configs],
+                "volumeMounts": reloader_mounts,
                 "resources": {
                     "requests": dict(SIDECAR_RESOURCES),
                     "limits": dict(SIDECAR_RESOURCES),

@@ -18,6 +18,11 @@ MONITOR_PORT = 8222
 PID_FILE = "/var/run/nats/nats.pid"
 STORE_DIR = "/data"
 CONFIG_DIR = "/etc/nats-config"
+# The servers' authorization (a Secret, infra/stack_credentials.py) beside the config folder.
+AUTH_DIR = "/etc/nats-auth"
+AUTH_FILE = "auth.conf"
+# Relative to nats.conf: the server joins an include's path to the including file's folder.
+AUTH_INCLUDE = f"../{AUTH_DIR.rsplit('/', 1)[1]}/{AUTH_FILE}"
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,12 @@ class StackSettings:
             lowered (stored messages are lost).
         allow_replace: Let the StatefulSet be replaced (a change only a recreate can make).
         protect: Mark the StatefulSet `protect` (Pulumi refuses to delete or replace it).
+        authorization: The servers refuse every client without credentials: the program
+            makes one credential per identity (each service, `admin`, `monitor`) and
+            generation, a Secret per identity, and the servers' `auth.conf` (a Secret).
+        credential_generations: Identity -> its valid generations, oldest first (default
+            `(1,)` for every identity): two during a rotation's overlap. The newest is the
+            one its Secret holds.
     """
 
     stack: str
@@ -224,6 +230,12 @@ class StackSettings:
     allow_destructive: bool = False
     allow_replace: bool = False
     protect: bool = True
+    authorization: bool = True
+    credential_generations: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def generations(self, identity: str) -> tuple[int, ...]:
+        """The valid generations of `identity`, oldest first."""
+        return dict(self.credential_generations).get(identity, (1,))
 
     @property
     def client_url(self) -> str:
@@ -365,6 +377,8 @@ TOP_KEYS = [
     "allowDestructive",
     "allowReplace",
     "protect",
+    "authorization",
+    "credentialGenerations",
 ]
 
 
@@ -414,10 +428,46 @@ def read_settings(config: Mapping[str, Any], stack: str, project_root: Path) -> 
         allow_destructive=top.boolean("allowDestructive", False),
         allow_replace=top.boolean("allowReplace", False),
         protect=top.boolean("protect", True),
+        authorization=top.boolean("authorization", True),
+        credential_generations=_generations(top),
     )
+    if settings.credential_generations and not settings.authorization:
+        problems.append(
+            f"{NAMESPACE}:credentialGenerations: needs `{NAMESPACE}:authorization: true` "
+            "(without authorization there are no credentials to rotate)"
+        )
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _generations(top: _Reader) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """`credentialGenerations: {svc-ocr: [1, 2]}`: each identity's valid generations."""
+    where = top.at("credentialGenerations")
+    raw = top.raw("credentialGenerations")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        top.problems.append(f"{where}: expected an object of identity: [generations]")
+        return ()
+    out = []
+    for identity, gens in sorted(raw.items()):
+        if isinstance(gens, int) and not isinstance(gens, bool):
+            gens = [gens]
+        ok = (
+            isinstance(gens, list)
+            and 1 <= len(gens) <= 2
+            and all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in gens)
+            and list(gens) == sorted(set(gens))
+        )
+        if not ok:
+            top.problems.append(
+                f"{where}.{identity}: expected one or two generations, increasing integers >= 1 "
+                f"(`[1, 2]` during a rotation, then `[2]`), got {gens!r}"
+            )
+            continue
+        out.append((str(identity), tuple(gens)))
+    return tuple(out)
 
 
 def _cluster(r: _Reader) -> ClusterSettings:
