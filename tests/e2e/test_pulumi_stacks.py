@@ -628,3 +628,59 @@ def test_the_local_job_brings_the_stack_up_and_a_rerun_changes_nothing(
     assert "stopping nats-0" in down.stdout
     again = local("down")
     assert again.returncode == 0 and "no local cluster is running" in again.stdout
+
+
+def _credentials(pulumi: Pulumi) -> dict[str, str]:
+    """user -> password of every credential in the stack's state (decrypted)."""
+    exported = json.loads(pulumi.run("stack", "export", "--show-secrets").stdout)
+    out = {}
+    for res in exported["deployment"].get("resources") or []:
+        outs = res.get("outputs") or {}
+        if res["type"] == DYNAMIC and "identity" in outs:
+            password = outs["password"]
+            out[outs["user"]] = json.loads(password["plaintext"])
+    return out
+
+
+def test_credentials_stay_across_runs_are_encrypted_and_rotate_one_service(
+    prod_project: Pulumi,
+) -> None:
+    pulumi = prod_project
+    pulumi.run("up", "--yes", "--skip-preview")
+    before = _credentials(pulumi)
+    assert "svc-ocr.1" in before and "admin.1" in before
+    # Encrypted in the state: the exported deployment (without --show-secrets) and every
+    # file of the backend hold no password.
+    plain = pulumi.run("stack", "export").stdout
+    files = [p.read_text(errors="replace") for p in pulumi.state.rglob("*") if p.is_file()]
+    for user, password in before.items():
+        assert password not in plain and not any(password in f for f in files), user
+    # Non-Secret manifests hold none either.
+    render_dir = pulumi.project.parent / "manifests"
+    others = [p.read_text() for p in render_dir.rglob("*.yaml") if "-secret-" not in p.name]
+    assert others and not any(pw in t for pw in before.values() for t in others)
+
+    # A second `up` keeps them: nothing to do, the same passwords.
+    pulumi.run("preview", "--expect-no-changes")
+    pulumi.run("up", "--yes", "--skip-preview")
+    assert _credentials(pulumi) == before
+
+    # Rotation of svc-ocr: a second generation, the svc-ocr Secret and auth.conf updated.
+    pulumi.run("config", "set", "--path", "natstopo:credentialGenerations.svc-ocr[0]", "1")
+    pulumi.run("config", "set", "--path", "natstopo:credentialGenerations.svc-ocr[1]", "2")
+    steps = sorted((c["op"], c["urn"].rsplit("::", 1)[1]) for c in pulumi.changes())
+    assert steps == [
+        ("create", "credential-svc-ocr-2"),
+        ("update", "credentials-auth"),
+        ("update", "credentials-svc-ocr"),
+    ], steps
+    pulumi.run("up", "--yes", "--skip-preview")
+    during = _credentials(pulumi)
+    assert {u: p for u, p in during.items() if u != "svc-ocr.2"} == before
+    # Retire the first generation: it is deleted, the others stay as they are.
+    pulumi.run("config", "rm", "--path", "natstopo:credentialGenerations.svc-ocr[0]")
+    steps = sorted((c["op"], c["urn"].rsplit("::", 1)[1]) for c in pulumi.changes())
+    assert steps == [("delete", "credential-svc-ocr-1"), ("update", "credentials-auth")], steps
+    pulumi.run("up", "--yes", "--skip-preview")
+    after = _credentials(pulumi)
+    assert "svc-ocr.1" not in after and after["svc-ocr.2"] == during["svc-ocr.2"]
