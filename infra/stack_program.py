@@ -319,14 +319,16 @@ def _check_direct(settings: StackSettings, topology: Topology, managed: list[str
 
 def _kubernetes_provider(settings: StackSettings) -> k8s.Provider:
     kube = settings.kubernetes
-    # ConfigMaps are updated in place (the provider's default replaces them on any change):
-    # nats.conf changes reach the pods through the reloader, without a restart.
+    # ConfigMaps and Secrets are updated in place (the provider's default replaces them on any
+    # change, deleting the old first when they keep their name): nats.conf and auth.conf
+    # changes reach the pods through the reloader, without a restart or a moment without them.
     if kube.render_dir is not None:
         # Nothing is sent to a cluster: the objects are written as YAML under render_dir.
         return k8s.Provider(
             "render",
             render_yaml_to_directory=str(kube.render_dir),
             enable_config_map_mutable=True,
+            enable_secret_mutable=True,
         )
     return k8s.Provider(
         "kubernetes",
@@ -334,4 +336,5 @@ def _kubernetes_provider(settings: StackSettings) -> k8s.Provider:
         context=kube.context,
         namespace=settings.cluster.namespace,
         enable_config_map_mutable=True,
+        enable_secret_mutable=True,
     )

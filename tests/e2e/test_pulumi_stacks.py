@@ -665,7 +665,7 @@ def test_credentials_stay_across_runs_are_encrypted_and_rotate_one_service(
     pulumi.run("up", "--yes", "--skip-preview")
     assert _credentials(pulumi) == before
 
-    # Rotation of svc-ocr: a second generation, the svc-ocr Secret and auth.conf updated.
+    # Rotation of svc-ocr: a second generation, the svc-ocr Secret and auth.conf updated in place (never deleted and made again).
     pulumi.run("config", "set", "--path", "natstopo:credentialGenerations.svc-ocr[0]", "1")
     pulumi.run("config", "set", "--path", "natstopo:credentialGenerations.svc-ocr[1]", "2")
     steps = sorted((c["op"], c["urn"].rsplit("::", 1)[1]) for c in pulumi.changes())

@@ -211,6 +211,7 @@ def test_kubernetes_stacks(stack: str, fresh_loop: asyncio.AbstractEventLoop) ->
     assert provider.inputs.get("context") == stack
     assert "renderYamlToDirectory" not in provider.inputs
     assert provider.inputs["enableConfigMapMutable"] == "true"
+    assert provider.inputs["enableSecretMutable"] == "true"  # a rotation updates, never deletes
 
 
 def test_prod_is_spread_sized_and_monitored(fresh_loop: asyncio.AbstractEventLoop) -> None:
