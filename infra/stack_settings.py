@@ -79,6 +79,35 @@ def image_version(image: str) -> tuple[int, int, int] | None:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """TLS of the clients' and the routes' listeners (`natstopo:cluster.tls`).
+
+    Attributes:
+        enabled: Clients and routes must use TLS; the certificates come from two Secrets
+            (`tls.crt`, `tls.key`, `ca.crt`, as cert-manager writes them).
+        client_secret: The Secret of the client listener's certificate (default
+            `<cluster>-client-tls`).
+        route_secret: The Secret of the routes' certificate, presented both ways (the routes
+            verify each other against its `ca.crt`; default `<cluster>-route-tls`).
+        cert_manager: The stack makes both Secrets with cert-manager `Certificate`s.
+        issuer_kind: `Issuer` or `ClusterIssuer` of the certificates.
+        issuer_name: The issuer; None makes a CA for the stack (a self-signed `Issuer`, a CA
+            `Certificate` and an `Issuer` of that CA, in the cluster's namespace).
+        duration: How long a certificate is valid (Go duration, cert-manager's field).
+        renew_before: How long before the end cert-manager renews it.
+    """
+
+    enabled: bool = False
+    client_secret: str | None = None
+    route_secret: str | None = None
+    cert_manager: bool = False
+    issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    issuer_name: str | None = None
+    duration: str = "2160h"
+    renew_before: str = "360h"
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     """The NATS cluster of a stack (`natstopo:cluster`).
 
@@ -115,6 +144,7 @@ class ClusterSettings:
         cluster_domain: The cluster's DNS domain (routes use FQDNs when a namespace is set).
         restart_on_config_change: Roll the pods on a nats.conf change (for settings the
             server cannot reload) instead of reloading them.
+        tls: TLS of the client and route listeners.
     """
 
     name: str = "nats"
@@ -145,6 +175,15 @@ class ClusterSettings:
     priority_class_name: str | None = None
     cluster_domain: str = "cluster.local"
     restart_on_config_change: bool = False
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+    @property
+    def client_tls_secret(self) -> str:
+        return self.tls.client_secret or f"{self.name}-client-tls"
+
+    @property
+    def route_tls_secret(self) -> str:
+        return self.tls.route_secret or f"{self.name}-route-tls"
 
     @property
     def volume_bytes(self) -> int:
@@ -544,6 +583,7 @@ def _cluster(r: _Reader) -> ClusterSettings:
             )
     image = r.string("image", d.image) or d.image
     replicas = r.integer("replicas", d.replicas, 1) or d.replicas
+    tls = _tls(r.sub("tls"))
     r.done(
         [
             "name",
@@ -563,6 +603,7 @@ def _cluster(r: _Reader) -> ClusterSettings:
             "scheduling",
             "clusterDomain",
             "restartOnConfigChange",
+            "tls",
         ]
     )
     return ClusterSettings(
@@ -594,6 +635,51 @@ def _cluster(r: _Reader) -> ClusterSettings:
         priority_class_name=priority,
         cluster_domain=r.string("clusterDomain", d.cluster_domain) or d.cluster_domain,
         restart_on_config_change=r.boolean("restartOnConfigChange", False),
+        tls=tls,
+    )
+
+
+_GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$")
+
+
+def _tls(r: _Reader) -> TlsSettings:
+    d = TlsSettings()
+    enabled = r.boolean("enabled", False)
+    secrets = {}
+    for key in ("clientSecret", "routeSecret"):
+        value = r.string(key, None)
+        if value is not None and not _DNS_LABEL.match(value):
+            r.problems.append(f"{r.at(key)}: {value!r} is not a Secret name (a DNS label)")
+        secrets[key] = value
+    cm = r.sub("certManager")
+    cert_manager = cm.boolean("enabled", False)
+    issuer = cm.sub("issuer")
+    kind = issuer.string("kind", d.issuer_kind) or d.issuer_kind
+    if kind not in ("Issuer", "ClusterIssuer"):
+        issuer.problems.append(f"{issuer.at('kind')}: {kind!r} is not Issuer or ClusterIssuer")
+        kind = d.issuer_kind
+    name = issuer.string("name", None)
+    issuer.done(["kind", "name"])
+    durations = {}
+    for key, default in (("duration", d.duration), ("renewBefore", d.renew_before)):
+        value = cm.string(key, default) or default
+        if not _GO_DURATION.match(value):
+            cm.problems.append(f"{cm.at(key)}: {value!r} is not a Go duration (2160h, 90m)")
+            value = default
+        durations[key] = value
+    cm.done(["enabled", "issuer", "duration", "renewBefore"])
+    r.done(["enabled", "clientSecret", "routeSecret", "certManager"])
+    if cert_manager and not enabled:
+        r.problems.append(f"{cm.at('enabled')}: needs `{r.at('enabled')}: true`")
+    return TlsSettings(
+        enabled=enabled,
+        client_secret=secrets["clientSecret"],
+        route_secret=secrets["routeSecret"],
+        cert_manager=cert_manager,
+        issuer_kind=kind,  # type: ignore[arg-type]
+        issuer_name=name,
+        duration=durations["duration"],
+        renew_before=durations["renewBefore"],
     )
 
 
