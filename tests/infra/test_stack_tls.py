@@ -324,6 +324,81 @@ async def _refused(url: str, ctx: ssl.SSLContext | None) -> str:
     return ""
 
 
+def _start_node(binary: ServerBinary, folder: Path, conf: Any) -> tuple[Any, Any]:
+    (folder / "nats.conf").write_text(render_nats_conf(conf))
+    log = open(folder / "log", "wb")  # noqa: SIM115 - closed by _stop
+    proc = subprocess.Popen(
+        [str(binary.path), "--config", str(folder / "nats.conf")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SERVER_NAME": folder.name},
+    )
+    return proc, log
+
+
+def _stop(procs: list[tuple[Any, Any]]) -> None:
+    for proc, _log in procs:
+        proc.terminate()
+    for proc, log in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    procs.clear()
+
+
+def _start_cluster(
+    binary: ServerBinary,
+    base: Any,
+    tmp_path: Path,
+    client_tls: TlsFiles,
+    route_tls: TlsFiles,
+    procs: list[tuple[Any, Any]],
+    attempts: int = 3,
+) -> list[tuple[int, int, int]]:
+    """Three servers from `base` with only ports, folders and certificate paths changed, their
+    routes formed. Ports are picked free a moment before the servers bind them; a port taken
+    in between (other tests run beside) starts the cluster again on new ones."""
+    for attempt in range(attempts):
+        ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
+        for i, (client, http, route) in enumerate(ports):
+            folder = tmp_path / f"attempt-{attempt}" / f"nats-{i}"
+            folder.mkdir(parents=True)
+            conf = on_this_machine(
+                base,
+                name=f"nats-{i}",
+                client_port=client,
+                http_port=http,
+                cluster_port=route,
+                route_ports=tuple(p[2] for p in ports),
+                folder=str(folder),
+            )
+            # Only the certificates' paths change, as the pod's mounts would put them.
+            procs.append(
+                _start_node(
+                    binary, folder, dataclasses.replace(conf, tls=client_tls, route_tls=route_tls)
+                )
+            )
+        deadline = time.monotonic() + 30
+        taken = False
+        while any(_routes(http) < 2 for _, http, _ in ports):
+            for i, (proc, _) in enumerate(procs):
+                if proc.poll() is not None:
+                    text = (tmp_path / f"attempt-{attempt}" / f"nats-{i}" / "log").read_text()
+                    assert "address already in use" in text, text
+                    taken = True
+            if taken:
+                break
+            assert time.monotonic() < deadline, [_routes(h) for _, h, _ in ports]
+            time.sleep(0.2)
+        if not taken:
+            return ports
+        _stop(procs)
+    raise AssertionError(f"ports taken by other processes {attempts} times")
+
+
 @pytest.mark.nats
 @pytest.mark.cluster
 @pytest.mark.slow
@@ -341,42 +416,9 @@ def test_the_generated_conf_runs_a_cluster_over_tls(
     ca = make_ca("natstopo test CA")
     client_tls = write_secret(tmp_path / "client-tls", ca, client_auth=False)
     route_tls = write_secret(tmp_path / "route-tls", ca, client_auth=True)
-    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]
-    procs = []
+    procs: list[tuple[subprocess.Popen[bytes], Any]] = []
     try:
-        for i, (client, http, route) in enumerate(ports):
-            folder = tmp_path / f"nats-{i}"
-            folder.mkdir()
-            conf = on_this_machine(
-                base,
-                name=f"nats-{i}",
-                client_port=client,
-                http_port=http,
-                cluster_port=route,
-                route_ports=tuple(p[2] for p in ports),
-                folder=str(folder),
-            )
-            # Only the certificates' paths change, as the pod's mounts would put them.
-            conf = dataclasses.replace(conf, tls=client_tls, route_tls=route_tls)
-            (folder / "nats.conf").write_text(render_nats_conf(conf))
-            log = open(folder / "log", "wb")  # noqa: SIM115 - closed with the process
-            procs.append(
-                (
-                    subprocess.Popen(
-                        [str(binary.path), "--config", str(folder / "nats.conf")],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env={**os.environ, "SERVER_NAME": f"nats-{i}"},
-                    ),
-                    log,
-                )
-            )
-        deadline = time.monotonic() + 30
-        while any(_routes(http) < 2 for _, http, _ in ports):
-            for proc, _ in procs:
-                assert proc.poll() is None, (tmp_path / "nats-0" / "log").read_text()
-            assert time.monotonic() < deadline, [_routes(h) for _, h, _ in ports]
-            time.sleep(0.2)
+        ports = _start_cluster(binary, base, tmp_path, client_tls, route_tls, procs)
         # num_routes counts connections (route pooling: several per peer), so compare it.
         formed = [_routes(http) for _, http, _ in ports]
         # The client listener requires TLS (its INFO, sent before anything, says so).
@@ -396,22 +438,14 @@ def test_the_generated_conf_runs_a_cluster_over_tls(
             route_ports=tuple(p[2] for p in ports),
             folder=str(intruder),
         )
-        conf = dataclasses.replace(conf, tls=client_tls, route_tls=foreign)
-        (intruder / "nats.conf").write_text(render_nats_conf(conf))
-        log = open(intruder / "log", "wb")  # noqa: SIM115 - closed with the process
         procs.append(
-            (
-                subprocess.Popen(
-                    [str(binary.path), "--config", str(intruder / "nats.conf")],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "SERVER_NAME": "intruder"},
-                ),
-                log,
+            _start_node(
+                binary, intruder, dataclasses.replace(conf, tls=client_tls, route_tls=foreign)
             )
         )
         deadline = time.monotonic() + 20
         while "tls" not in _route_errors(intruder / "log"):
+            assert procs[-1][0].poll() is None, (intruder / "log").read_text()
             assert time.monotonic() < deadline, (intruder / "log").read_text()
             time.sleep(0.2)
         assert [_routes(http) for _, http, _ in ports] == formed
@@ -427,12 +461,4 @@ def test_the_generated_conf_runs_a_cluster_over_tls(
         )
         assert "certificate verify failed" in refused.lower() or "ssl" in refused.lower()
     finally:
-        for proc, _log in procs:
-            proc.terminate()
-        for proc, log in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
+        _stop(procs)
