@@ -106,7 +106,8 @@ def model_from_json(text: str) -> tuple[Topology, Stream, Consumer | None]:
 @contextmanager
 def connect_options(props: Mapping[str, Any]) -> Iterator[ConnectOptions]:
     """ConnectOptions from a resource's `servers` and `credentials` (user/password, token, or
-    the content of a creds file or nkey seed, written to a 0600 file for the call)."""
+    the content of a creds file or nkey seed, written to a 0600 file for the call; and the
+    identity's `inboxPrefix`)."""
     creds = props.get("credentials") or {}
     files: list[str] = []
     try:
@@ -125,6 +126,8 @@ def connect_options(props: Mapping[str, Any]) -> Iterator[ConnectOptions]:
             token=creds.get("token"),
             creds=secret_file(creds["creds"]) if creds.get("creds") else None,
             nkey_seed=secret_file(creds["nkeySeed"]) if creds.get("nkeySeed") else None,
+            # The admin identity may subscribe to its own inbox only (`_INBOX.admin.>`).
+            inbox_prefix=creds.get("inboxPrefix") or None,
             connect_timeout=CONNECT_TIMEOUT,
             name="natstopo-pulumi",
         )
@@ -163,6 +166,8 @@ async def open_connection(options: ConnectOptions) -> Any:
     tls = options.tls_context()
     if tls is not None:
         kwargs["tls"] = tls
+    if options.inbox_prefix is not None:
+        kwargs["inbox_prefix"] = options.inbox_prefix
     try:
         return await nats.connect(**kwargs)
     except Exception as exc:

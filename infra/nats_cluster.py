@@ -18,12 +18,17 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from nats_conf import (
+    AUTH_DIR,
+    AUTH_FILE,
     CLIENT_PORT,
+    CLIENT_TLS_DIR,
     CLUSTER_PORT,
     CONFIG_DIR,
     MONITOR_PORT,
     PID_FILE,
+    ROUTE_TLS_DIR,
     STORE_DIR,
+    TLS_FILES,
     nats_conf_for_cluster,
     render_nats_conf,
 )
@@ -77,6 +82,8 @@ class ClusterObjects:
     disruption_budget: dict[str, Any]
     namespace: dict[str, Any] | None = None
     pod_monitor: dict[str, Any] | None = None
+    certificates: tuple[dict[str, Any], ...] = ()
+    """cert-manager Issuers and Certificates that make the TLS Secrets (in order)."""
 
     def all(self) -> list[dict[str, Any]]:
         objects = [
@@ -88,6 +95,7 @@ class ClusterObjects:
             self.stateful_set,
             self.disruption_budget,
             self.pod_monitor,
+            *self.certificates,
         ]
         return [o for o in objects if o is not None]
 
@@ -141,8 +149,8 @@ def cluster_objects(
         nats_conf: The text of `nats.conf` (from `render_nats_conf`).
         allow_replace: Mark the StatefulSet as allowed to be replaced (read by the policy pack).
         skip_await: Tell the Kubernetes provider not to wait for the rollout.
-        auth_secret: A Secret holding `auth.conf`, mounted beside `nats.conf` (which then
-            includes it); None when the stack has no authorization yet.
+        auth_secret: A Secret holding `auth.conf`, mounted at `AUTH_DIR` (nats.conf then
+            includes it); None when the stack has no authorization.
     """
     name = settings.name
     labels = common_labels(settings, part_of)
@@ -193,9 +201,30 @@ def cluster_objects(
         {"name": "pid", "mountPath": PID_FILE.rsplit("/", 1)[0]},
         {"name": f"{name}-js", "mountPath": STORE_DIR},
     ]
+    reloader_mounts = mounts[:2]
+    reloader_configs = ["-config", f"{CONFIG_DIR}/nats.conf"]
     if auth_secret is not None:
-        volumes.append({"name": "auth", "secret": {"secretName": auth_secret}})
-        mounts.append({"name": "auth", "mountPath": f"{CONFIG_DIR}/auth", "readOnly": True})
+        # Readable by the servers' user and group (fsGroup) only.
+        volumes.append(
+            {"name": "auth", "secret": {"secretName": auth_secret, "defaultMode": 0o440}}
+        )
+        auth_mount = {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}
+        mounts.append(auth_mount)
+        reloader_mounts = [*reloader_mounts, auth_mount]
+        # A changed Secret (a rotation) reloads the servers as a nats.conf change does.
+        reloader_configs += ["-config", f"{AUTH_DIR}/{AUTH_FILE}"]
+    if settings.tls.enabled:
+        tls_mounts = [("client-tls", settings.client_tls_secret, CLIENT_TLS_DIR)]
+        if settings.replicas > 1:
+            tls_mounts.append(("route-tls", settings.route_tls_secret, ROUTE_TLS_DIR))
+        for volume, secret, folder in tls_mounts:
+            volumes.append({"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}})
+            mount = {"name": volume, "mountPath": folder, "readOnly": True}
+            mounts.append(mount)
+            reloader_mounts = [*reloader_mounts, mount]
+            # A renewed certificate reloads the servers (cert-manager rewrites the Secret).
+            for file in TLS_FILES:
+                reloader_configs += ["-config", f"{folder}/{file}"]
     resources = {"cpu": settings.cpu, "memory": settings.memory}
     nats_container: dict[str, Any] = {
         "name": "nats",
@@ -228,8 +257,8 @@ def cluster_objects(
             {
                 "name": "reloader",
                 "image": settings.reloader_image,
-                "args": ["-pid", PID_FILE, "-config", f"{CONFIG_DIR}/nats.conf"],
-                "volumeMounts": mounts[:2],
+                "args": ["-pid", PID_FILE, *reloader_configs],
+                "volumeMounts": reloader_mounts,
                 "resources": {
                     "requests": dict(SIDECAR_RESOURCES),
                     "limits": dict(SIDECAR_RESOURCES),
@@ -365,7 +394,13 @@ def cluster_objects(
                 "podMetricsEndpoints": [{"port": "prom-metrics"}],
             },
         }
+    certificates = (
+        tls_certificates(settings, labels)
+        if settings.tls.enabled and settings.tls.cert_manager
+        else ()
+    )
     return ClusterObjects(
+        certificates=certificates,
         config_map=config_map,
         service_account=service_account,
         headless_service=headless_service,
@@ -375,6 +410,86 @@ def cluster_objects(
         namespace=namespace,
         pod_monitor=pod_monitor,
     )
+
+
+CERT_MANAGER = "cert-manager.io/v1"
+
+
+def tls_certificates(
+    settings: ClusterSettings, labels: dict[str, str]
+) -> tuple[dict[str, Any], ...]:
+    """cert-manager objects that make the client and route TLS Secrets.
+
+    Without `issuer_name`, a CA of the stack's own: a self-signed Issuer signs a CA
+    Certificate, whose Secret backs the Issuer of the servers' certificates (so `ca.crt` of
+    each Secret is that CA, which clients and routes verify against)."""
+    tls = settings.tls
+    name = settings.name
+    out: list[dict[str, Any]] = []
+    issuer = {"kind": tls.issuer_kind, "name": tls.issuer_name, "group": "cert-manager.io"}
+    if tls.issuer_name is None:
+        selfsigned, ca = f"{name}-selfsigned", f"{name}-ca"
+        out += [
+            {
+                "apiVersion": CERT_MANAGER,
+                "kind": "Issuer",
+                "metadata": _meta(settings, selfsigned, labels),
+                "spec": {"selfSigned": {}},
+            },
+            {
+                "apiVersion": CERT_MANAGER,
+                "kind": "Certificate",
+                "metadata": _meta(settings, ca, labels),
+                "spec": {
+                    "isCA": True,
+                    "commonName": f"{name} CA",
+                    "secretName": ca,
+                    "duration": "87600h",
+                    "privateKey": {"algorithm": "ECDSA", "size": 256},
+                    "issuerRef": {"kind": "Issuer", "name": selfsigned, "group": "cert-manager.io"},
+                },
+            },
+            {
+                "apiVersion": CERT_MANAGER,
+                "kind": "Issuer",
+                "metadata": _meta(settings, ca, labels),
+                "spec": {"ca": {"secretName": ca}},
+            },
+        ]
+        issuer = {"kind": "Issuer", "name": ca, "group": "cert-manager.io"}
+    headless = f"{name}-headless"
+    fqdn = (
+        "" if settings.namespace is None else f".{settings.namespace}.svc.{settings.cluster_domain}"
+    )
+    client_names = [name]
+    if settings.namespace is not None:
+        ns = settings.namespace
+        client_names += [f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}{fqdn}"]
+    route_names = [f"*.{headless}"] + ([f"*.{headless}{fqdn}"] if fqdn else [])
+    wanted = [("client-tls", settings.client_tls_secret, client_names, ["server auth"])]
+    if settings.replicas > 1:
+        # Each route is a server to the routes that dial it and a client to those it dials.
+        wanted.append(
+            ("route-tls", settings.route_tls_secret, route_names, ["server auth", "client auth"])
+        )
+    for suffix, secret, dns_names, usages in wanted:
+        out.append(
+            {
+                "apiVersion": CERT_MANAGER,
+                "kind": "Certificate",
+                "metadata": _meta(settings, f"{name}-{suffix}", labels),
+                "spec": {
+                    "secretName": secret,
+                    "dnsNames": dns_names,
+                    "usages": ["digital signature", "key encipherment", *usages],
+                    "duration": tls.duration,
+                    "renewBefore": tls.renew_before,
+                    "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                    "issuerRef": issuer,
+                },
+            }
+        )
+    return tuple(out)
 
 
 def immutable_record(stateful_set: dict[str, Any]) -> dict[str, Any]:
@@ -529,6 +644,15 @@ class NatsCluster(pulumi.ComponentResource):
             spec=objects.disruption_budget["spec"],
             opts=in_ns,
         )
+        for cert in objects.certificates:
+            k8s.apiextensions.CustomResource(
+                f"{name}-{cert['kind'].lower()}-{cert['metadata']['name']}",
+                api_version=cert["apiVersion"],
+                kind=cert["kind"],
+                metadata=cert["metadata"],
+                spec=cert["spec"],
+                opts=in_ns,
+            )
         if objects.pod_monitor is not None:
             k8s.apiextensions.CustomResource(
                 f"{name}-pod-monitor",

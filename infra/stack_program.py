@@ -26,7 +26,8 @@ from direct_provisioner import DirectProvisioner, preflight_plan
 from nack import NackProvisioner, NackTarget
 from nats_cluster import NatsCluster, common_labels, immutable_record, replace_problems
 from nats_cluster import cluster_objects as _cluster_objects
-from nats_conf import nats_conf_for_cluster, render_nats_conf
+from nats_conf import AUTH_INCLUDE, nats_conf_for_cluster, render_nats_conf
+from stack_credentials import StackCredentials, identities
 from stack_settings import SettingsError, StackSettings, read_settings
 from topology_bundle import TopologyBundle
 
@@ -120,6 +121,7 @@ def build(stack: str, project: str) -> None:
             "cannot change these in place",
             [*replaced, "to go ahead: pulumi config set natstopo:allowReplace true"],
         )
+    _check_authorization(settings, topology)
     credentials = pulumi.Config("natstopo").get_secret_object("natsCredentials")
     managed = [*previous.get("streams", []), *previous.get("consumers", [])]
     if settings.provisioner == "direct":
@@ -127,6 +129,20 @@ def build(stack: str, project: str) -> None:
 
     provider = _kubernetes_provider(settings)
     in_kube = pulumi.ResourceOptions(provider=provider)
+    auth: StackCredentials | None = None
+    if settings.authorization:
+        auth = StackCredentials(
+            "credentials",
+            {
+                "topology": topology,
+                "generations": dict(settings.credential_generations),
+                "cluster": settings.cluster.name,
+                "namespace": settings.cluster.namespace,
+                "client_url": settings.client_url,
+                "labels": common_labels(settings.cluster, topology.name),
+            },
+            opts=in_kube,
+        )
     cluster = NatsCluster(
         settings.cluster.name,
         {
@@ -135,9 +151,9 @@ def build(stack: str, project: str) -> None:
             "protect": settings.protect,
             "allow_replace": settings.allow_replace,
             "skip_await": settings.kubernetes.skip_await,
-            # Seam for per-service authorization: a Secret with auth.conf, included by nats.conf.
-            "auth_secret": None,
-            "auth_includes": (),
+            # The servers' authorization: a Secret with auth.conf, included by nats.conf.
+            "auth_secret": auth.auth_secret if auth else None,
+            "auth_includes": (AUTH_INCLUDE,) if auth else (),
         },
         opts=in_kube,
     )
@@ -164,6 +180,9 @@ def build(stack: str, project: str) -> None:
             },
         )
     elif settings.provisioner == "nack":
+        account = settings.nack_account
+        if auth is not None and account is None:
+            account = _nack_admin_account(settings, topology, auth, in_kube)
         NackProvisioner(
             "nack",
             {
@@ -171,7 +190,7 @@ def build(stack: str, project: str) -> None:
                 "target": NackTarget(
                     servers=settings.nack_servers or (settings.client_url,),
                     namespace=settings.cluster.namespace,
-                    account=settings.nack_account,
+                    account=account,
                     prevent_delete=not settings.allow_destructive,
                     labels=common_labels(settings.cluster, topology.name),
                 ),
@@ -187,6 +206,10 @@ def build(stack: str, project: str) -> None:
     pulumi.export("streams", [s.name for s in topology.streams])
     pulumi.export("consumers", [f"{c.stream}/{c.name}" for c in topology.consumers])
     pulumi.export("natsConf", cluster.nats_conf)
+    if auth is not None:
+        pulumi.export("authSecret", auth.auth_secret)
+        pulumi.export("credentialSecrets", auth.secrets)
+        pulumi.export("adminCredentials", auth.admin)
     if settings.kubernetes.render_dir is not None:
         pulumi.export("manifests", str(settings.kubernetes.render_dir))
     pulumi.export(
@@ -201,6 +224,64 @@ def build(stack: str, project: str) -> None:
             else [],
         },
     )
+
+
+def _check_authorization(settings: StackSettings, topology: Topology) -> None:
+    """Rotation settings name identities of this topology; direct provisioning has an admin."""
+    if not settings.authorization:
+        return
+    try:
+        known = identities(topology)
+    except BusError as exc:  # a service named like a reserved identity
+        _refuse(f"stack `{settings.stack}`: no authorization for this topology", [str(exc)])
+        raise
+    unknown = [i for i, _ in settings.credential_generations if i not in known]
+    if unknown:
+        _refuse(
+            f"stack `{settings.stack}`: natstopo:credentialGenerations names identities that "
+            f"topology `{topology.name}` does not have",
+            [f"`{u}`: the identities are {', '.join(known)}" for u in unknown],
+        )
+    if settings.provisioner == "direct" and not _config().get("natstopo:natsCredentials"):
+        _refuse(
+            f"stack `{settings.stack}`: the direct provisioner needs the admin identity's "
+            "credential, as the servers refuse clients without one",
+            [
+                "give it the stack's own admin credential (a Pulumi secret; make local does "
+                "this itself): pulumi stack output --show-secrets --json adminCredentials | "
+                "pulumi config set --secret natstopo:natsCredentials",
+                "or turn authorization off: pulumi config set natstopo:authorization false",
+            ],
+        )
+
+
+def _nack_admin_account(
+    settings: StackSettings,
+    topology: Topology,
+    auth: StackCredentials,
+    opts: pulumi.ResourceOptions,
+) -> str:
+    """A NACK Account connecting as the admin identity, from the admin's Secret."""
+    name = f"{settings.cluster.name}-admin"
+    meta: dict[str, Any] = {"name": name, "labels": common_labels(settings.cluster, topology.name)}
+    if settings.cluster.namespace is not None:
+        meta["namespace"] = settings.cluster.namespace
+    k8s.apiextensions.CustomResource(
+        "nack-admin-account",
+        api_version="jetstream.nats.io/v1beta2",
+        kind="Account",
+        metadata=meta,
+        spec={
+            "servers": list(settings.nack_servers or (settings.client_url,)),
+            "user": {
+                "secret": {"name": auth.secrets["admin"]},
+                "user": "NATS_USER",
+                "password": "NATS_PASSWORD",
+            },
+        },
+        opts=opts,
+    )
+    return name
 
 
 def _check_direct(settings: StackSettings, topology: Topology, managed: list[str]) -> None:
@@ -238,14 +319,16 @@ def _check_direct(settings: StackSettings, topology: Topology, managed: list[str
 
 def _kubernetes_provider(settings: StackSettings) -> k8s.Provider:
     kube = settings.kubernetes
-    # ConfigMaps are updated in place (the provider's default replaces them on any change):
-    # nats.conf changes reach the pods through the reloader, without a restart.
+    # ConfigMaps and Secrets are updated in place (the provider's default replaces them on any
+    # change, deleting the old first when they keep their name): nats.conf and auth.conf
+    # changes reach the pods through the reloader, without a restart or a moment without them.
     if kube.render_dir is not None:
         # Nothing is sent to a cluster: the objects are written as YAML under render_dir.
         return k8s.Provider(
             "render",
             render_yaml_to_directory=str(kube.render_dir),
             enable_config_map_mutable=True,
+            enable_secret_mutable=True,
         )
     return k8s.Provider(
         "kubernetes",
@@ -253,4 +336,5 @@ def _kubernetes_provider(settings: StackSettings) -> k8s.Provider:
         context=kube.context,
         namespace=settings.cluster.namespace,
         enable_config_map_mutable=True,
+        enable_secret_mutable=True,
     )

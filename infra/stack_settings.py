@@ -79,6 +79,35 @@ def image_version(image: str) -> tuple[int, int, int] | None:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """TLS of the clients' and the routes' listeners (`natstopo:cluster.tls`).
+
+    Attributes:
+        enabled: Clients and routes must use TLS; the certificates come from two Secrets
+            (`tls.crt`, `tls.key`, `ca.crt`, as cert-manager writes them).
+        client_secret: The Secret of the client listener's certificate (default
+            `<cluster>-client-tls`).
+        route_secret: The Secret of the routes' certificate, presented both ways (the routes
+            verify each other against its `ca.crt`; default `<cluster>-route-tls`).
+        cert_manager: The stack makes both Secrets with cert-manager `Certificate`s.
+        issuer_kind: `Issuer` or `ClusterIssuer` of the certificates.
+        issuer_name: The issuer; None makes a CA for the stack (a self-signed `Issuer`, a CA
+            `Certificate` and an `Issuer` of that CA, in the cluster's namespace).
+        duration: How long a certificate is valid (Go duration, cert-manager's field).
+        renew_before: How long before the end cert-manager renews it.
+    """
+
+    enabled: bool = False
+    client_secret: str | None = None
+    route_secret: str | None = None
+    cert_manager: bool = False
+    issuer_kind: Literal["Issuer", "ClusterIssuer"] = "Issuer"
+    issuer_name: str | None = None
+    duration: str = "2160h"
+    renew_before: str = "360h"
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     """The NATS cluster of a stack (`natstopo:cluster`).
 
@@ -115,6 +144,7 @@ class ClusterSettings:
         cluster_domain: The cluster's DNS domain (routes use FQDNs when a namespace is set).
         restart_on_config_change: Roll the pods on a nats.conf change (for settings the
             server cannot reload) instead of reloading them.
+        tls: TLS of the client and route listeners.
     """
 
     name: str = "nats"
@@ -145,6 +175,15 @@ class ClusterSettings:
     priority_class_name: str | None = None
     cluster_domain: str = "cluster.local"
     restart_on_config_change: bool = False
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+    @property
+    def client_tls_secret(self) -> str:
+        return self.tls.client_secret or f"{self.name}-client-tls"
+
+    @property
+    def route_tls_secret(self) -> str:
+        return self.tls.route_secret or f"{self.name}-route-tls"
 
     @property
     def volume_bytes(self) -> int:
@@ -210,6 +249,12 @@ class StackSettings:
             lowered (stored messages are lost).
         allow_replace: Let the StatefulSet be replaced (a change only a recreate can make).
         protect: Mark the StatefulSet `protect` (Pulumi refuses to delete or replace it).
+        authorization: The servers refuse every client without credentials: the program
+            makes one credential per identity (each service, `admin`, `monitor`) and
+            generation, a Secret per identity, and the servers' `auth.conf` (a Secret).
+        credential_generations: Identity -> its valid generations, oldest first (default
+            `(1,)` for every identity): two during a rotation's overlap. The newest is the
+            one its Secret holds.
     """
 
     stack: str
@@ -224,6 +269,12 @@ class StackSettings:
     allow_destructive: bool = False
     allow_replace: bool = False
     protect: bool = True
+    authorization: bool = True
+    credential_generations: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def generations(self, identity: str) -> tuple[int, ...]:
+        """The valid generations of `identity`, oldest first."""
+        return dict(self.credential_generations).get(identity, (1,))
 
     @property
     def client_url(self) -> str:
@@ -365,6 +416,8 @@ TOP_KEYS = [
     "allowDestructive",
     "allowReplace",
     "protect",
+    "authorization",
+    "credentialGenerations",
 ]
 
 
@@ -414,10 +467,46 @@ def read_settings(config: Mapping[str, Any], stack: str, project_root: Path) -> 
         allow_destructive=top.boolean("allowDestructive", False),
         allow_replace=top.boolean("allowReplace", False),
         protect=top.boolean("protect", True),
+        authorization=top.boolean("authorization", True),
+        credential_generations=_generations(top),
     )
+    if settings.credential_generations and not settings.authorization:
+        problems.append(
+            f"{NAMESPACE}:credentialGenerations: needs `{NAMESPACE}:authorization: true` "
+            "(without authorization there are no credentials to rotate)"
+        )
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+def _generations(top: _Reader) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """`credentialGenerations: {svc-ocr: [1, 2]}`: each identity's valid generations."""
+    where = top.at("credentialGenerations")
+    raw = top.raw("credentialGenerations")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        top.problems.append(f"{where}: expected an object of identity: [generations]")
+        return ()
+    out = []
+    for identity, gens in sorted(raw.items()):
+        if isinstance(gens, int) and not isinstance(gens, bool):
+            gens = [gens]
+        ok = (
+            isinstance(gens, list)
+            and 1 <= len(gens) <= 2
+            and all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in gens)
+            and list(gens) == sorted(set(gens))
+        )
+        if not ok:
+            top.problems.append(
+                f"{where}.{identity}: expected one or two generations, increasing integers >= 1 "
+                f"(`[1, 2]` during a rotation, then `[2]`), got {gens!r}"
+            )
+            continue
+        out.append((str(identity), tuple(gens)))
+    return tuple(out)
 
 
 def _cluster(r: _Reader) -> ClusterSettings:
@@ -494,6 +583,7 @@ def _cluster(r: _Reader) -> ClusterSettings:
             )
     image = r.string("image", d.image) or d.image
     replicas = r.integer("replicas", d.replicas, 1) or d.replicas
+    tls = _tls(r.sub("tls"))
     r.done(
         [
             "name",
@@ -513,6 +603,7 @@ def _cluster(r: _Reader) -> ClusterSettings:
             "scheduling",
             "clusterDomain",
             "restartOnConfigChange",
+            "tls",
         ]
     )
     return ClusterSettings(
@@ -544,6 +635,51 @@ def _cluster(r: _Reader) -> ClusterSettings:
         priority_class_name=priority,
         cluster_domain=r.string("clusterDomain", d.cluster_domain) or d.cluster_domain,
         restart_on_config_change=r.boolean("restartOnConfigChange", False),
+        tls=tls,
+    )
+
+
+_GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$")
+
+
+def _tls(r: _Reader) -> TlsSettings:
+    d = TlsSettings()
+    enabled = r.boolean("enabled", False)
+    secrets = {}
+    for key in ("clientSecret", "routeSecret"):
+        value = r.string(key, None)
+        if value is not None and not _DNS_LABEL.match(value):
+            r.problems.append(f"{r.at(key)}: {value!r} is not a Secret name (a DNS label)")
+        secrets[key] = value
+    cm = r.sub("certManager")
+    cert_manager = cm.boolean("enabled", False)
+    issuer = cm.sub("issuer")
+    kind = issuer.string("kind", d.issuer_kind) or d.issuer_kind
+    if kind not in ("Issuer", "ClusterIssuer"):
+        issuer.problems.append(f"{issuer.at('kind')}: {kind!r} is not Issuer or ClusterIssuer")
+        kind = d.issuer_kind
+    name = issuer.string("name", None)
+    issuer.done(["kind", "name"])
+    durations = {}
+    for key, default in (("duration", d.duration), ("renewBefore", d.renew_before)):
+        value = cm.string(key, default) or default
+        if not _GO_DURATION.match(value):
+            cm.problems.append(f"{cm.at(key)}: {value!r} is not a Go duration (2160h, 90m)")
+            value = default
+        durations[key] = value
+    cm.done(["enabled", "issuer", "duration", "renewBefore"])
+    r.done(["enabled", "clientSecret", "routeSecret", "certManager"])
+    if cert_manager and not enabled:
+        r.problems.append(f"{cm.at('enabled')}: needs `{r.at('enabled')}: true`")
+    return TlsSettings(
+        enabled=enabled,
+        client_secret=secrets["clientSecret"],
+        route_secret=secrets["routeSecret"],
+        cert_manager=cert_manager,
+        issuer_kind=kind,  # type: ignore[arg-type]
+        issuer_name=name,
+        duration=durations["duration"],
+        renew_before=durations["renewBefore"],
     )
 
 

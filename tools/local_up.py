@@ -40,7 +40,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "infra"))
 
 import preflight  # noqa: E402 - infra/ is put on the path just above
-from nats_conf import nats_conf_for_cluster, on_this_machine, render_nats_conf  # noqa: E402
+from bus_runtime import BusError  # noqa: E402
+from nats_conf import (  # noqa: E402
+    AUTH_FILE,
+    AUTH_INCLUDE,
+    nats_conf_for_cluster,
+    on_this_machine,
+    render_nats_conf,
+)
 from stack_settings import (  # noqa: E402
     SettingsError,
     StackSettings,
@@ -56,9 +63,15 @@ CLUSTER_DIR = HOME / "cluster"
 STATE_FILE = CLUSTER_DIR / "cluster.json"
 LOCK_FILE = HOME / ".lock"
 PULUMI_STATE = HOME / "pulumi-state"
-# The local stack holds no secret yet; its state is encrypted with this passphrase unless
-# PULUMI_CONFIG_PASSPHRASE says otherwise.
+# Each identity's `NATS_*` variables (0600 files in a 0700 folder), from the stack's state.
+CREDENTIALS_DIR = HOME / "credentials"
+# The servers' auth.conf, where nats.conf's include finds it (beside the node folders, as
+# /etc/nats-auth is beside /etc/nats-config in a pod).
+AUTH_CONF = CLUSTER_DIR / AUTH_INCLUDE.split("/", 1)[1]
+# The stack's secrets (the credentials) are encrypted in its state with this passphrase
+# unless PULUMI_CONFIG_PASSPHRASE says otherwise: a local stack, a throwaway passphrase.
 LOCAL_PASSPHRASE = "natstopo-local"
+DYNAMIC = "pulumi-python:dynamic:Resource"
 # A server's monitoring and route ports sit at fixed offsets from its client port
 # (4222 -> 8222 and 6222), as in the container.
 HTTP_OFFSET = 4000
@@ -102,7 +115,7 @@ def overrides_for(allow_destructive: bool, base_port: int | None) -> dict[str, A
     return out
 
 
-def validate(settings: StackSettings) -> None:
+def validate(settings: StackSettings) -> Any:
     from bus_runtime import TopologyValidationError, load_topology
 
     try:
@@ -123,6 +136,7 @@ def validate(settings: StackSettings) -> None:
     note(
         f"{settings.topology.relative_to(REPO)}: {topology.summary()}, fingerprint {topology.fingerprint}"
     )
+    return topology
 
 
 # --------------------------------------------------------------------------- the cluster
@@ -192,9 +206,10 @@ def planned_nodes(settings: StackSettings) -> list[Node]:
 
 def node_conf(settings: StackSettings, node: Node, nodes: list[Node]) -> str:
     """The stack's nats.conf with only hosts, ports and folders changed for this machine."""
+    includes = (AUTH_INCLUDE,) if settings.authorization else ()
     return render_nats_conf(
         on_this_machine(
-            nats_conf_for_cluster(settings.cluster),
+            nats_conf_for_cluster(settings.cluster, includes),
             name=node.name,
             client_port=node.client_port,
             http_port=node.http_port,
@@ -268,7 +283,7 @@ def server_binary() -> tuple[str, tuple[int, int, int]]:
     return found, version or (0, 0, 0)
 
 
-def start_cluster(settings: StackSettings) -> list[Node]:
+def start_cluster(settings: StackSettings, auth_changed: bool = False) -> list[Node]:
     nodes = planned_nodes(settings)
     alive = {(n.name, n.client_port): n for n in running_nodes()}
     if alive and not set(alive) <= {(n.name, n.client_port) for n in nodes}:
@@ -283,7 +298,7 @@ def start_cluster(settings: StackSettings) -> list[Node]:
             "the local cluster is already running "
             f"({', '.join(f'{n.name} pid {n.pid}' for n in running)}): reusing it"
         )
-        reload_changed(settings, running)
+        reload_changed(settings, running, auth_changed=auth_changed)
         wait_ready(running, timeout=30)
         return running
     if alive:
@@ -292,20 +307,26 @@ def start_cluster(settings: StackSettings) -> list[Node]:
             "with the same stores"
         )
     started = launch(settings, nodes, alive)
-    reload_changed(settings, started, only={n.name for n in alive.values()})
+    reload_changed(
+        settings, started, only={n.name for n in alive.values()}, auth_changed=auth_changed
+    )
     return started
 
 
 def reload_changed(
-    settings: StackSettings, nodes: list[Node], only: set[str] | None = None
+    settings: StackSettings,
+    nodes: list[Node],
+    only: set[str] | None = None,
+    auth_changed: bool = False,
 ) -> None:
-    """A changed nats.conf reaches the running servers as the reloader sidecar delivers it to
-    the pods: the file is rewritten and the server told to reload (SIGHUP), no restart."""
+    """A changed nats.conf (or auth.conf) reaches the running servers as the reloader sidecar
+    delivers it to the pods: the file is rewritten and the server told to reload (SIGHUP),
+    no restart."""
     for node in nodes:
         if only is not None and node.name not in only:
             continue
         text = node_conf(settings, node, nodes)
-        if node.conf.read_text() == text or node.pid is None:
+        if (node.conf.read_text() == text and not auth_changed) or node.pid is None:
             continue
         before = (_http_json(f"{node.monitor}/varz") or {}).get("config_load_time")
         log_size = node.log.stat().st_size if node.log.exists() else 0
@@ -315,7 +336,8 @@ def reload_changed(
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if (_http_json(f"{node.monitor}/varz") or {}).get("config_load_time") != before:
-                note(f"{node.name}: nats.conf changed, reloaded without a restart")
+                what = "nats.conf" if running != text else "auth.conf"
+                note(f"{node.name}: {what} changed, reloaded without a restart")
                 break
             with open(node.log, "rb") as log:
                 log.seek(log_size)
@@ -490,20 +512,174 @@ def pulumi(
     return subprocess.run(cmd, cwd=REPO, env=env, text=True, check=False, capture_output=capture)
 
 
-def stack_file(overrides: dict[str, Any]) -> list[str]:
+def stack_file(
+    overrides: dict[str, Any],
+    env: dict[str, str] | None = None,
+    admin: dict[str, str] | None = None,
+    name: str = "this-run",
+) -> list[str]:
     """`--config-file` of a copy of Pulumi.local.yaml with `overrides` (none: the file itself).
 
     The copy lives in the job's folder: one run's `--allow-destructive` or `--base-port` never
-    changes the file in the repository."""
-    if not overrides:
+    changes the file in the repository. `admin` becomes the secret `natstopo:natsCredentials`
+    of the copy (encrypted by `pulumi config set --secret`, the value read from stdin)."""
+    if not overrides and admin is None:
         return []
     import yaml
 
     data = yaml.safe_load((REPO / f"Pulumi.{STACK}.yaml").read_text()) or {}
     data.setdefault("config", {}).update(overrides)
-    copy = HOME / f"Pulumi.{STACK}.this-run.yaml"
+    copy = HOME / f"Pulumi.{STACK}.{name}.yaml"
     copy.write_text(yaml.safe_dump(data, sort_keys=False))
-    return ["--config-file", str(copy)]
+    args = ["--config-file", str(copy)]
+    if admin is not None:
+        assert env is not None
+        done = subprocess.run(
+            [
+                *("pulumi", "config", "set", "--secret", "natstopo:natsCredentials"),
+                *("--stack", STACK, "--non-interactive", *args),
+            ],
+            cwd=REPO,
+            env=env,
+            input=json.dumps(admin),
+            text=True,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise LocalError(f"cannot keep the admin credential in {copy}: {done.stderr.strip()}")
+    return args
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def wanted_credentials(settings: StackSettings, topology: Any) -> list[tuple[str, int]]:
+    """(identity, generation) of every credential the stack keeps, identities in order."""
+    from stack_credentials import identities
+
+    return [(i, g) for i in identities(topology) for g in settings.generations(i)]
+
+
+def stack_credentials(env: dict[str, str]) -> dict[tuple[str, int], dict[str, str]]:
+    """The credentials in the stack's state: (identity, generation) -> user, password, hash.
+
+    Read with `--show-secrets` into this process only; nothing of it is printed."""
+    done = pulumi(env, "stack", "export", "--stack", STACK, "--show-secrets", capture=True)
+    if done.returncode != 0:
+        raise LocalError(f"cannot read the stack's state: {done.stderr.strip()}")
+    resources = (json.loads(done.stdout or "{}").get("deployment") or {}).get("resources") or []
+    out = {}
+
+    def plain(value: Any) -> Any:
+        # A secret in an export: {SIG: SECRET_SIG, "plaintext": <the value as JSON>}.
+        if isinstance(value, dict) and "plaintext" in value:
+            return json.loads(value["plaintext"])
+        return value
+
+    for res in resources:
+        outs = {k: plain(v) for k, v in (res.get("outputs") or {}).items()}
+        if res.get("type") == DYNAMIC and {"identity", "generation", "password"} <= set(outs):
+            out[(str(outs["identity"]), int(outs["generation"]))] = {
+                "user": str(outs["user"]),
+                "password": str(outs["password"]),
+                "password_hash": str(outs["password_hash"]),
+            }
+    return out
+
+
+def make_credentials(
+    env: dict[str, str], settings: StackSettings, topology: Any, overrides: dict[str, Any]
+) -> dict[tuple[str, int], dict[str, str]]:
+    """Every credential the stack keeps, made by the stack itself when one is missing.
+
+    The servers need auth.conf before they start, and the program's direct provisioner needs
+    the servers: so a missing credential is made first by a `pulumi up` of the credentials
+    alone (`--target`, with the provisioner off for that run: no server is asked, and the
+    untargeted streams and consumers in the state are left as they are)."""
+    wanted = wanted_credentials(settings, topology)
+    have = stack_credentials(env)
+    missing = [w for w in wanted if w not in have]
+    if missing:
+        note(
+            f"making {len(missing)} credential(s) in the stack "
+            f"({', '.join(f'{i}.{g}' for i, g in missing[:4])}{', ...' if len(missing) > 4 else ''})"
+        )
+        config = stack_file({**overrides, "natstopo:provisioner": "none"}, name="credentials")
+        targets = [
+            f"urn:pulumi:{STACK}::natstopo::**::credentials",
+            f"urn:pulumi:{STACK}::natstopo::**::credential-*",
+        ]
+        done = pulumi(
+            env,
+            "up",
+            "--stack",
+            STACK,
+            "--yes",
+            "--skip-preview",
+            "--suppress-outputs",
+            *(a for t in targets for a in ("--target", t)),
+            *config,
+            capture=True,
+        )
+        if done.returncode != 0:
+            print(done.stdout, done.stderr, sep="\n")
+            raise LocalError("pulumi up of the stack's credentials failed (see above)")
+        have = stack_credentials(env)
+        missing = [w for w in wanted if w not in have]
+        if missing:
+            raise LocalError(f"the stack made no credential for {missing}")
+    return {w: have[w] for w in wanted}
+
+
+def write_credentials(
+    settings: StackSettings,
+    topology: Any,
+    creds: dict[tuple[str, int], dict[str, str]],
+    urls: str,
+) -> bool:
+    """Each identity's `.env` file (its newest generation) and the servers' auth.conf, all
+    0600 in 0700 folders. Returns whether auth.conf changed (the servers then reload)."""
+    from bus_runtime.security import format_env_file, write_private
+    from stack_credentials import auth_conf, env_values
+
+    newest: dict[str, tuple[int, dict[str, str]]] = {}
+    hashes: dict[str, list[tuple[int, str]]] = {}
+    for (identity, gen), cred in creds.items():
+        hashes.setdefault(identity, []).append((gen, cred["password_hash"]))
+        newest[identity] = (gen, cred)
+    CREDENTIALS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    CREDENTIALS_DIR.chmod(0o700)
+    for identity, (gen, cred) in newest.items():
+        values = env_values(identity, cred["user"], cred["password"], urls)
+        comment = (
+            f"natstopo: credentials of `{identity}` (topology {topology.name}, stack {STACK}, "
+            f"generation {gen}), from the stack's state.\nSecret: keep this file private (0600)."
+        )
+        path = CREDENTIALS_DIR / f"{identity}.env"
+        text = format_env_file(values, comment)
+        if not path.exists() or path.read_text() != text:
+            write_private(path, text)
+    for stale in CREDENTIALS_DIR.glob("*.env"):
+        if stale.stem not in newest:
+            stale.unlink()
+    text = auth_conf(topology, hashes)
+    AUTH_CONF.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    AUTH_CONF.parent.chmod(0o700)
+    if AUTH_CONF.exists() and AUTH_CONF.read_text() == text:
+        return False
+    write_private(AUTH_CONF, text)
+    return True
+
+
+def private_manifests(render_dir: Path) -> None:
+    """The rendered Secrets hold the credentials (base64): readable by the owner only."""
+    import yaml
+
+    for path in render_dir.rglob("*.yaml") if render_dir.is_dir() else ():
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            if any(d and d.get("kind") == "Secret" for d in yaml.safe_load_all(path.read_text())):
+                path.chmod(0o600)
 
 
 # --------------------------------------------------------------------------- commands
@@ -526,19 +702,39 @@ def up(allow_destructive: bool, base_port: int | None) -> int:
     step(1, f"checking the topology and Pulumi.{STACK}.yaml")
     overrides = overrides_for(allow_destructive, base_port)
     settings = load_settings(overrides)
-    validate(settings)
+    topology = validate(settings)
     step(2, "the Pulumi engine")
     bin_dir = engine_bin()
     note(f"using {bin_dir}")
-    step(3, f"the local {settings.cluster.replicas}-node JetStream cluster")
-    CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
-    nodes = start_cluster(settings)
-    step(4, f"pulumi up --stack {STACK} (state in {PULUMI_STATE})")
     PULUMI_STATE.mkdir(parents=True, exist_ok=True)
     env = pulumi_env(bin_dir)
     if pulumi(env, "stack", "select", "--create", STACK, capture=True).returncode != 0:
         raise LocalError(f"cannot select or create the stack `{STACK}` in {PULUMI_STATE}")
-    extra = stack_file(overrides)
+    CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
+    admin: dict[str, str] | None = None
+    auth_changed = False
+    if settings.authorization:
+        step(3, f"credentials and the local {settings.cluster.replicas}-node JetStream cluster")
+        creds = make_credentials(env, settings, topology, overrides)
+        urls = ",".join(settings.nats_url)
+        auth_changed = write_credentials(settings, topology, creds, urls)
+        newest_admin = [c for (i, _), c in creds.items() if i == "admin"][-1]
+        from bus_runtime.security import inbox_prefix
+
+        admin = {
+            "user": newest_admin["user"],
+            "password": newest_admin["password"],
+            "inboxPrefix": inbox_prefix("admin"),
+        }
+        note(
+            f"{len({i for i, _ in creds})} identities, their NATS_* files in {CREDENTIALS_DIR} "
+            f"(0600); the servers' {AUTH_FILE} in {AUTH_CONF.parent}"
+        )
+    else:
+        step(3, f"the local {settings.cluster.replicas}-node JetStream cluster")
+    nodes = start_cluster(settings, auth_changed)
+    step(4, f"pulumi up --stack {STACK} (state in {PULUMI_STATE})")
+    extra = stack_file(overrides, env, admin)
     up_args = ["up", "--stack", STACK, "--yes", "--skip-preview", "--suppress-outputs", *extra]
     if pulumi(env, *up_args).returncode != 0:
         raise LocalError(
@@ -547,7 +743,9 @@ def up(allow_destructive: bool, base_port: int | None) -> int:
         )
     step(5, "checking that a second run changes nothing (pulumi preview --expect-no-changes)")
     # Without allowDestructive: that flag is for this run only.
-    check = stack_file({k: v for k, v in overrides.items() if k != "natstopo:allowDestructive"})
+    check = stack_file(
+        {k: v for k, v in overrides.items() if k != "natstopo:allowDestructive"}, env, admin
+    )
     again = pulumi(env, "preview", "--stack", STACK, "--expect-no-changes", *check, capture=True)
     if again.returncode != 0:
         print(again.stdout, again.stderr, sep="\n")
@@ -557,6 +755,7 @@ def up(allow_destructive: bool, base_port: int | None) -> int:
     if shown.returncode != 0:
         raise LocalError(f"cannot read the stack's outputs: {shown.stderr.strip()}")
     outputs = json.loads(shown.stdout)
+    private_manifests(Path(outputs.get("manifests") or settings.kubernetes.render_dir or ""))
     report(settings, nodes, outputs, env, check)
     return 0
 
@@ -590,12 +789,26 @@ def report(
         shown = manifests
     print(f"  manifests:  {shown}/ ({len(files)} files: the Kubernetes objects this stack deploys)")
     print(f"  state:      {PULUMI_STATE} (stores and logs in {CLUSTER_DIR})")
+    if settings.authorization:
+        print(
+            f"  credentials: {CREDENTIALS_DIR}/<identity>.env (0600: NATS_USER, NATS_PASSWORD, "
+            "NATS_INBOX_PREFIX, NATS_URL; each service, admin, monitor)"
+        )
+        print(f"              the servers refuse every other client ({AUTH_CONF})")
     print()
     print("Next steps:")
-    print(f"  NATS_URL={urls} .venv/bin/natstopo drift --env {settings.environment}")
-    print(
-        f'  NATS_URL={urls} .venv/bin/python your_service.py   # create_event_bus("nats", ..., environment="{settings.environment}")'
-    )
+    if settings.authorization:
+        admin_env = CREDENTIALS_DIR / "admin.env"
+        svc_env = CREDENTIALS_DIR / "<service>.env"
+        print(f"  (set -a; . {admin_env}; .venv/bin/natstopo drift --env {settings.environment})")
+        print(
+            f'  (set -a; . {svc_env}; .venv/bin/python your_service.py)   # create_event_bus("nats", ..., environment="{settings.environment}")'
+        )
+    else:
+        print(f"  NATS_URL={urls} .venv/bin/natstopo drift --env {settings.environment}")
+        print(
+            f'  NATS_URL={urls} .venv/bin/python your_service.py   # create_event_bus("nats", ..., environment="{settings.environment}")'
+        )
     print(
         f"  edit {settings.topology.relative_to(REPO)} and run `make local` again to apply it (a destructive change needs ALLOW_DESTRUCTIVE=1)"
     )
@@ -659,6 +872,9 @@ def main() -> int:
                 return status()
             return up(args.allow_destructive, args.base_port)
     except LocalError as exc:
+        print(f"make local: {exc}", file=sys.stderr)
+        return 1
+    except BusError as exc:  # bus_runtime refused something (its message never holds a secret)
         print(f"make local: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

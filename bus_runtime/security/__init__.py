@@ -18,8 +18,12 @@ from .credentials import (
     MissingExtraError,
     RenderResult,
     connect_kwargs,
+    format_env_file,
+    hash_password,
+    new_password,
     read_env_file,
     service_connect_options,
+    write_private,
 )
 from .permissions import (
     ADMIN,
@@ -55,8 +59,12 @@ __all__ = [  # noqa: RUF022 - grouped by module
     "MissingExtraError",
     "RenderResult",
     "connect_kwargs",
+    "format_env_file",
+    "hash_password",
+    "new_password",
     "read_env_file",
     "service_connect_options",
+    "write_private",
     # violations
     "permission_violation",
 ]

@@ -49,11 +49,13 @@ NAMESPACED = [
     ("/api/v1", "configmaps"),
     ("/api/v1", "services"),
     ("/api/v1", "serviceaccounts"),
+    ("/api/v1", "secrets"),
     ("/api/v1", "persistentvolumeclaims"),
     ("/apis/apps/v1", "statefulsets"),
     ("/apis/policy/v1", "poddisruptionbudgets"),
     (NACK_API, "streams"),
     (NACK_API, "consumers"),
+    (NACK_API, "accounts"),
 ]
 STACK_NAMESPACE = {"dev": "tax-agent-dev", "prod": "tax-agent"}
 
@@ -161,6 +163,12 @@ def steps(pulumi: Pulumi) -> list[dict[str, Any]]:
     return list(json.loads(pulumi.run("preview", "--json").stdout).get("steps", []))
 
 
+def load_topology_services(env: str) -> list[str]:
+    from bus_runtime import load_topology
+
+    return [s.name for s in load_topology(REPO / "topology" / "topology.yaml", env).services]
+
+
 def up_then_no_changes(pulumi: Pulumi, kube: KubeAPI, stack: str) -> dict[str, list[str]]:
     pulumi.run("up", "--yes", "--skip-preview", label="up")
     pulumi.run("preview", "--expect-no-changes", label="preview")
@@ -197,6 +205,10 @@ def test_dev_stack_up_no_changes_destroy(
     stored = up_then_no_changes(pulumi, kube_api, "dev")
     assert stored["statefulsets"] == ["nats"]
     assert stored["streams"] and stored["consumers"], stored
+    # Authorization: the servers' auth.conf and a Secret per identity; NACK connects as admin.
+    assert "nats-auth" in stored["secrets"] and "nats-creds-admin" in stored["secrets"]
+    assert len(stored["secrets"]) == 1 + len(load_topology_services("dev")) + 2
+    assert stored["accounts"] == ["nats-admin"]
     destroy_leaves_nothing(pulumi, kube_api, "dev")
     print(f"dev timings: {pulumi.timings}")
 

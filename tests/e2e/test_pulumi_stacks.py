@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,9 +176,9 @@ def edit_topology(project: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-async def server_state(urls: list[str]) -> dict[str, dict[str, Any]]:
+async def server_state(urls: list[str], **auth: Any) -> dict[str, dict[str, Any]]:
     """stream -> {config, messages, consumers} as the server has them."""
-    nc = await nats.connect(urls, connect_timeout=5)
+    nc = await nats.connect(urls, connect_timeout=5, **auth)
     try:
         out: dict[str, dict[str, Any]] = {}
         js = nc.jetstream()
@@ -221,6 +223,8 @@ def local_project(
     pulumi.run("stack", "init", "local")
     pulumi.run("config", "set", "natstopo:natsUrl", nats_cluster.url)
     pulumi.run("config", "set", "--path", "natstopo:kubernetes.renderDir", str(render_dir))
+    # The harness's cluster has no authorization (test_the_local_job... runs with it).
+    pulumi.run("config", "set", "natstopo:authorization", "false")
     yield pulumi, list(nats_cluster.urls), render_dir
 
 
@@ -337,6 +341,7 @@ def test_secret_credentials_reach_the_server_and_stay_encrypted(
         pulumi = Pulumi(engine_bin, project, tmp_path)
         pulumi.run("stack", "init", "local")
         pulumi.run("config", "set", "natstopo:natsUrl", server.url)
+        pulumi.run("config", "set", "natstopo:authorization", "false")  # a server of its own
         pulumi.run(
             "config", "set", "--path", "natstopo:kubernetes.renderDir", str(tmp_path / "out")
         )
@@ -436,16 +441,74 @@ def _free_base_port(count: int) -> int:
     raise AssertionError("no free port range")
 
 
+def _secret_values(path: Path) -> dict[str, str]:
+    """The data of a rendered Secret, decoded."""
+    import base64
+
+    doc = yaml.safe_load(path.read_text())
+    assert doc["kind"] == "Secret"
+    return {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
+
+
+async def _publish_as(
+    urls: list[str], creds: dict[str, str], allowed: str, refused: str
+) -> tuple[int, list[str]]:
+    """Publish `allowed` (its PubAck's sequence) and `refused` as one identity; the errors
+    the server sent back (a refused publish is an asynchronous -ERR, then nothing)."""
+    errors: list[str] = []
+    violation = asyncio.Event()
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+        violation.set()
+
+    nc = await nats.connect(
+        urls,
+        user=creds["NATS_USER"],
+        password=creds["NATS_PASSWORD"],
+        inbox_prefix=creds["NATS_INBOX_PREFIX"],
+        error_cb=on_error,
+        connect_timeout=5,
+    )
+    try:
+        ack = await nc.jetstream().publish(allowed, b"{}")
+        await nc.publish(refused, b"{}")
+        await nc.flush()
+        await asyncio.wait_for(violation.wait(), 5)
+        return ack.seq, errors
+    finally:
+        await nc.close()
+
+
+async def _refused_without_credentials(url: str, password: str | None) -> str:
+    try:
+        kwargs: dict[str, Any] = {"user": "svc-ocr.1", "password": password} if password else {}
+        nc = await nats.connect(
+            [url], connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=1, **kwargs
+        )
+    except Exception as exc:
+        return str(exc)
+    await nc.close()
+    return ""
+
+
 def test_the_local_job_brings_the_stack_up_and_a_rerun_changes_nothing(
     engine_bin: Path, tmp_path: Path
 ) -> None:
-    """`make local` as a newcomer runs it (from a copy of the repository, on free ports)."""
+    """`make local` as a newcomer runs it (from a copy of the repository, on free ports),
+    with authorization on: the stack's credentials, a 3-node cluster that refuses anyone else."""
+    from bus_runtime import load_topology
+    from bus_runtime.security import read_env_file
+
     project = copy_project(tmp_path / "repo", keep_salt=True)
     shutil.copytree(REPO / "tools", project / "tools", ignore=shutil.ignore_patterns("__pycache__"))
+    topology = load_topology(project / "topology" / "topology.yaml", "local")
+    identities = [*(svc.name for svc in topology.services), "admin", "monitor"]
     base = _free_base_port(3)
+    home = tmp_path / "local"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_") and k != "KUBECONFIG"}
     env.update(
-        NATSTOPO_LOCAL_HOME=str(tmp_path / "local"),
+        NATSTOPO_LOCAL_HOME=str(home),
         PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
     )
     job = [sys.executable, str(project / "tools" / "local_up.py")]
@@ -461,39 +524,163 @@ def test_the_local_job_brings_the_stack_up_and_a_rerun_changes_nothing(
             check=False,
         )
 
+    urls = [f"nats://127.0.0.1:{base + i}" for i in range(3)]
+    manifests = project / "out" / "local" / "manifests"
     try:
+        started = time.monotonic()
         first = local("up", "--base-port", str(base))
+        first_took = time.monotonic() - started
         assert first.returncode == 0, first.stdout + first.stderr
         out = first.stdout
         for n in range(1, 6):
             assert f"[local {n}/5 " in out  # a progress line per step
         assert "meta leader nats-" in out
         assert "The local stack is up" in out
-        assert (
-            f"nats://127.0.0.1:{base},nats://127.0.0.1:{base + 1},nats://127.0.0.1:{base + 2}"
-            in out
-        )
+        assert ",".join(urls) in out
         assert "streams:    TAX_AGENT_JOBS, TAX_AGENT_EVENTS, TAX_AGENT_DLQ" in out
-        assert "manifests:  out/local/manifests/ (7 files" in out
-        urls = [f"nats://127.0.0.1:{base + i}" for i in range(3)]
-        assert sorted(asyncio.run(server_state(urls))) == [
+        # 7 objects, a Secret per identity and the servers' auth.conf Secret.
+        assert f"manifests:  out/local/manifests/ ({7 + len(identities) + 1} files" in out
+        assert f"credentials: {home / 'credentials'}/<identity>.env" in out
+
+        # Each identity's env file: 0600 in a 0700 folder, the same credential as its Secret.
+        folder = home / "credentials"
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert sorted(p.stem for p in folder.glob("*.env")) == sorted(identities)
+        passwords = {}
+        for identity in identities:
+            path = folder / f"{identity}.env"
+            assert path.stat().st_mode & 0o777 == 0o600, path
+            values = read_env_file(path)
+            secret = _secret_values(
+                manifests / "1-manifest" / f"v1-secret-default-nats-creds-{identity}.yaml"
+            )
+            assert secret["NATS_USER"] == values["NATS_USER"] == f"{identity}.1"
+            assert secret["NATS_PASSWORD"] == values["NATS_PASSWORD"]
+            assert secret["NATS_INBOX_PREFIX"] == values["NATS_INBOX_PREFIX"]
+            assert values["NATS_URL"] == ",".join(urls)
+            passwords[identity] = values["NATS_PASSWORD"]
+        assert len(set(passwords.values())) == len(identities)
+
+        # The 3-node cluster formed with authorization: every server routes to the other two.
+        for i in range(3):
+            with urllib.request.urlopen(f"http://127.0.0.1:{base + 4000 + i}/routez") as r:
+                assert json.loads(r.read())["num_routes"] >= 2
+
+        # The admin provisioned; nobody gets in without a credential of the stack's.
+        admin = read_env_file(folder / "admin.env")
+        admin_auth = {
+            "user": admin["NATS_USER"],
+            "password": admin["NATS_PASSWORD"],
+            "inbox_prefix": admin["NATS_INBOX_PREFIX"],
+        }
+        assert sorted(asyncio.run(server_state(urls, **admin_auth))) == [
             "TAX_AGENT_DLQ",
             "TAX_AGENT_EVENTS",
             "TAX_AGENT_JOBS",
         ]
+        assert "authorization" in asyncio.run(_refused_without_credentials(urls[0], None)).lower()
+        wrong = asyncio.run(_refused_without_credentials(urls[0], passwords["svc-ingestion"]))
+        assert "authorization" in wrong.lower()
 
-        # While it runs, a second `make local` reuses the cluster and changes nothing.
+        # A service's Secret credential publishes its topic and is refused another's.
+        ingestion = _secret_values(
+            manifests / "1-manifest" / "v1-secret-default-nats-creds-svc-ingestion.yaml"
+        )
+        seq, errors = asyncio.run(
+            _publish_as(urls, ingestion, "tax.document.uploaded", "tax.document.ocr_completed")
+        )
+        assert seq >= 1
+        assert errors and "permissions violation for publish" in errors[0].lower()
+        assert "tax.document.ocr_completed" in errors[0].lower()
+
+        # While it runs, a second `make local` reuses the cluster and changes nothing: the
+        # same credentials (no resource changes, the files untouched).
+        env_files = {p.name: p.read_text() for p in folder.glob("*.env")}
+        started = time.monotonic()
         second = local("up", "--base-port", str(base))
+        second_took = time.monotonic() - started
         assert second.returncode == 0, second.stdout + second.stderr
         assert "already running" in second.stdout
-        assert "Resources:\n    32 unchanged" in second.stdout
+        assert re.search(r"Resources:\n\s+\d+ unchanged\n", second.stdout), second.stdout
+        assert "making" not in second.stdout
+        assert {p.name: p.read_text() for p in folder.glob("*.env")} == env_files
+        print(f"make local with authorization: first {first_took:.1f}s, again {second_took:.1f}s")
         # The job's one-run settings (ports) never touch the stack file it ships with.
         assert (project / "Pulumi.local.yaml").read_text() == (
             REPO / "Pulumi.local.yaml"
         ).read_text()
+
+        # No password anywhere but the env files and the Secrets: not in what the job printed,
+        # the servers' logs and config, the state, the config copies, or any other manifest.
+        readable = [
+            p
+            for p in [*home.rglob("*"), *manifests.rglob("*.yaml")]
+            if p.is_file() and p.suffix != ".env" and "creds-" not in p.name
+        ]
+        assert any(p.name == "auth.conf" for p in readable)
+        texts = [first.stdout, first.stderr, second.stdout, second.stderr]
+        texts += [p.read_text(errors="replace") for p in readable]
+        for identity, password in passwords.items():
+            assert not any(password in t for t in texts), identity
     finally:
         down = local("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "stopping nats-0" in down.stdout
     again = local("down")
     assert again.returncode == 0 and "no local cluster is running" in again.stdout
+
+
+def _credentials(pulumi: Pulumi) -> dict[str, str]:
+    """user -> password of every credential in the stack's state (decrypted)."""
+    exported = json.loads(pulumi.run("stack", "export", "--show-secrets").stdout)
+    out = {}
+    for res in exported["deployment"].get("resources") or []:
+        outs = res.get("outputs") or {}
+        if res["type"] == DYNAMIC and "identity" in outs:
+            password = outs["password"]
+            out[outs["user"]] = json.loads(password["plaintext"])
+    return out
+
+
+def test_credentials_stay_across_runs_are_encrypted_and_rotate_one_service(
+    prod_project: Pulumi,
+) -> None:
+    pulumi = prod_project
+    pulumi.run("up", "--yes", "--skip-preview")
+    before = _credentials(pulumi)
+    assert "svc-ocr.1" in before and "admin.1" in before
+    # Encrypted in the state: the exported deployment (without --show-secrets) and every
+    # file of the backend hold no password.
+    plain = pulumi.run("stack", "export").stdout
+    files = [p.read_text(errors="replace") for p in pulumi.state.rglob("*") if p.is_file()]
+    for user, password in before.items():
+        assert password not in plain and not any(password in f for f in files), user
+    # Non-Secret manifests hold none either.
+    render_dir = pulumi.project.parent / "manifests"
+    others = [p.read_text() for p in render_dir.rglob("*.yaml") if "-secret-" not in p.name]
+    assert others and not any(pw in t for pw in before.values() for t in others)
+
+    # A second `up` keeps them: nothing to do, the same passwords.
+    pulumi.run("preview", "--expect-no-changes")
+    pulumi.run("up", "--yes", "--skip-preview")
+    assert _credentials(pulumi) == before
+
+    # Rotation of svc-ocr: a second generation, the svc-ocr Secret and auth.conf updated in place (never deleted and made again).
+    pulumi.run("config", "set", "--path", "natstopo:credentialGenerations.svc-ocr[0]", "1")
+    pulumi.run("config", "set", "--path", "natstopo:credentialGenerations.svc-ocr[1]", "2")
+    steps = sorted((c["op"], c["urn"].rsplit("::", 1)[1]) for c in pulumi.changes())
+    assert steps == [
+        ("create", "credential-svc-ocr-2"),
+        ("update", "credentials-auth"),
+        ("update", "credentials-svc-ocr"),
+    ], steps
+    pulumi.run("up", "--yes", "--skip-preview")
+    during = _credentials(pulumi)
+    assert {u: p for u, p in during.items() if u != "svc-ocr.2"} == before
+    # Retire the first generation: it is deleted, the others stay as they are.
+    pulumi.run("config", "rm", "--path", "natstopo:credentialGenerations.svc-ocr[0]")
+    steps = sorted((c["op"], c["urn"].rsplit("::", 1)[1]) for c in pulumi.changes())
+    assert steps == [("delete", "credential-svc-ocr-1"), ("update", "credentials-auth")], steps
+    pulumi.run("up", "--yes", "--skip-preview")
+    after = _credentials(pulumi)
+    assert "svc-ocr.1" not in after and after["svc-ocr.2"] == during["svc-ocr.2"]

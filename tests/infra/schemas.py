@@ -68,3 +68,43 @@ def crd_defaults(kind: str) -> dict[str, Any]:
     """The spec fields of a NACK CRD that have a default, and the default."""
     spec = nack_schemas()[kind]["properties"]["spec"]["properties"]
     return {k: v["default"] for k, v in spec.items() if "default" in v}
+
+
+CERT_MANAGER_CHECK = Path(__file__).resolve().parents[2] / "tools" / "cert-manager-check.mjs"
+CERT_MANAGER_MODELS = "@kubernetes-models/cert-manager"
+
+
+def validate_cert_manager(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One report per object from tools/cert-manager-check.mjs: the validators that
+    @kubernetes-models/cert-manager generates from cert-manager's CRD schemas.
+
+    Skips when node or the package is missing, unless NATSTOPO_REQUIRE_NODE=1."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    root = CERT_MANAGER_CHECK.parents[1]
+    missing = None
+    if shutil.which("node") is None:
+        missing = "node is not installed (make node-deps)"
+    elif not (root / "node_modules" / CERT_MANAGER_MODELS / "package.json").is_file():
+        missing = f"node_modules/{CERT_MANAGER_MODELS} is missing: run `make node-deps`"
+    if missing:
+        if os.environ.get("NATSTOPO_REQUIRE_NODE") == "1":
+            pytest.fail(f"{missing} (NATSTOPO_REQUIRE_NODE=1 requires this check)")
+        pytest.skip(missing)
+    proc = subprocess.run(
+        ["node", str(CERT_MANAGER_CHECK)],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    reports: list[dict[str, Any]] = json.loads(proc.stdout)
+    return reports

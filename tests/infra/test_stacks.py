@@ -8,6 +8,7 @@ fields that make the cluster work are asserted one by one, per stack.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -40,8 +41,10 @@ def settings_of(stack: str) -> StackSettings:
 
 @pytest.fixture
 def local_overrides(nats_server: Any) -> dict[str, Any]:
-    """The local stack against a real server: its direct provisioner plans before it registers."""
-    return {"natstopo:natsUrl": nats_server.url}
+    """The local stack against a real server: its direct provisioner plans before it registers.
+
+    The server has no authorization (tests/infra/test_stack_authorization.py has that)."""
+    return {"natstopo:natsUrl": nats_server.url, "natstopo:authorization": False}
 
 
 def run(
@@ -136,22 +139,29 @@ def check_cluster_objects(result: StackRun, settings: StackSettings) -> None:
     mounts = {m["mountPath"]: m["name"] for m in nats["volumeMounts"]}
     assert mounts["/data"] == claim["metadata"]["name"]
     assert mounts["/etc/nats-config"] == "config"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    watched = ["-config", "/etc/nats-config/nats.conf"]
+    if settings.authorization:
+        # auth.conf from its Secret, beside the config folder (nats.conf includes it).
+        assert mounts["/etc/nats-auth"] == "auth"
+        assert volumes["auth"]["secret"]["secretName"] == f"{c.name}-auth"
+        watched += ["-config", "/etc/nats-auth/auth.conf"]
+    else:
+        assert "auth" not in volumes
     assert pod["shareProcessNamespace"] is c.reloader
     assert ("reloader" in containers) is c.reloader
     if c.reloader:
-        assert containers["reloader"]["args"] == [
-            "-pid",
-            "/var/run/nats/nats.pid",
-            "-config",
-            "/etc/nats-config/nats.conf",
-        ]
+        assert containers["reloader"]["args"] == ["-pid", "/var/run/nats/nats.pid", *watched]
+        reloader_mounts = {m["mountPath"] for m in containers["reloader"]["volumeMounts"]}
+        assert ("/etc/nats-auth" in reloader_mounts) is settings.authorization
     assert ("exporter" in containers) is c.exporter
     # A config change reaches the pods through the reloader, not through a rollout.
     assert "annotations" not in template["metadata"]
 
     config_maps = {m["metadata"]["name"]: m for m in kinds["ConfigMap"]}
+    includes = ("../nats-auth/auth.conf",) if settings.authorization else ()
     assert config_maps[f"{c.name}-config"]["data"]["nats.conf"] == render_nats_conf(
-        nats_conf_for_cluster(c)
+        nats_conf_for_cluster(c, includes)
     )
     services = {s["metadata"]["name"]: s["spec"] for s in kinds["Service"]}
     headless = services[f"{c.name}-headless"]
@@ -195,11 +205,13 @@ def test_kubernetes_stacks(stack: str, fresh_loop: asyncio.AbstractEventLoop) ->
     check_cluster_objects(result, settings)
     check_outputs(result, settings)
     assert settings.provisioner == "nack"
-    assert not result.of_type("pulumi-python:dynamic:Resource")
+    # The only dynamic resources are the credentials (no JetStream asset: NACK has them).
+    assert all("identity" in r.inputs for r in result.of_type("pulumi-python:dynamic:Resource"))
     [provider] = result.of_type("pulumi:providers:kubernetes")
     assert provider.inputs.get("context") == stack
     assert "renderYamlToDirectory" not in provider.inputs
     assert provider.inputs["enableConfigMapMutable"] == "true"
+    assert provider.inputs["enableSecretMutable"] == "true"  # a rotation updates, never deletes
 
 
 def test_prod_is_spread_sized_and_monitored(fresh_loop: asyncio.AbstractEventLoop) -> None:
@@ -306,7 +318,7 @@ def test_every_nack_default_is_the_servers_or_spelled_out(
 def test_local_stack_renders_and_provisions_directly(
     fresh_loop: asyncio.AbstractEventLoop, local_overrides: dict[str, Any]
 ) -> None:
-    settings = settings_of("local")
+    settings = dataclasses.replace(settings_of("local"), authorization=False)
     topology = load_topology(settings.topology, settings.environment)
     result = run("local", fresh_loop, local_overrides)
     check_cluster_objects(result, settings)
@@ -314,9 +326,10 @@ def test_local_stack_renders_and_provisions_directly(
     [provider] = result.of_type("pulumi:providers:kubernetes")
     assert provider.inputs["renderYamlToDirectory"] == str(REPO / "out" / "local" / "manifests")
     assets = result.of_type("pulumi-python:dynamic:Resource")
-    assert [a.name for a in assets if a.inputs["kind"] == "stream"] == [
+    # The mocks record registrations as the engine's tasks reach them: order is not meaningful.
+    assert sorted(a.name for a in assets if a.inputs["kind"] == "stream") == sorted(
         s.name for s in topology.streams
-    ]
+    )
     consumers = {
         (a.inputs["stream"], a.inputs["consumer"]): a
         for a in assets

@@ -1,0 +1,338 @@
+"""The stacks' authorization (`natstopo:authorization`, on by default) under Pulumi's mocks,
+and what it renders, run by real servers (2.10 and the newest; one server and 3 nodes).
+
+The mocks call the credential's own provider (`CredentialProvider.create`: a real random
+password and its bcrypt hash), so the Secrets and `auth.conf` the program registers are the
+ones a deployment would hold; the servers are then started with that `auth.conf` and the
+Secrets' values are what the clients connect with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import bcrypt
+import nats
+import pytest
+from harness import ServerBinary, available_servers, running_cluster, running_server
+from program_mocks import StackRun, run_stack
+from schemas import validate_kubernetes, validate_nack
+
+from bus_runtime import ConnectOptions, apply_plan, load_topology, plan_changes
+from nats_conf import AUTH_INCLUDE
+from stack_credentials import CredentialProvider
+
+DYNAMIC = "pulumi-python:dynamic:Resource"
+ALL = available_servers()
+SERVERS = sorted({ALL[0], ALL[-1]}) if ALL else []
+KEYS = {"NATS_USER", "NATS_PASSWORD", "NATS_INBOX_PREFIX", "NATS_URL"}
+# The local stack without its direct provisioner: nothing to plan against a server.
+NO_SERVER = {"natstopo:provisioner": "none"}
+
+
+def _ids(binaries: list[ServerBinary]) -> list[str]:
+    return [".".join(map(str, b.version)) for b in binaries]
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+@dataclass
+class Rendered:
+    run: StackRun
+    secrets: dict[str, dict[str, str]]  # Secret name -> stringData
+    credentials: list[dict[str, Any]]  # the credential resources' outputs
+
+    @property
+    def auth_conf(self) -> str:
+        return self.secrets["nats-auth"]["auth.conf"]
+
+    def identity(self, identity: str) -> dict[str, str]:
+        return self.secrets[f"nats-creds-{identity}"]
+
+
+def render(stack: str, overrides: dict[str, Any] | None = None) -> Rendered:
+    run = run_stack(stack, overrides)
+    assert run.error is None, run.error
+    secrets = {
+        o["metadata"]["name"]: o["stringData"] for o in run.kube_objects() if o["kind"] == "Secret"
+    }
+    creds = [r.inputs for r in run.of_type(DYNAMIC) if "identity" in r.inputs]
+    return Rendered(run, secrets, creds)
+
+
+def identities_of(stack: str) -> list[str]:
+    topology = load_topology("topology/topology.yaml", stack)
+    return [*(s.name for s in topology.services), "admin", "monitor"]
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "staging", "prod"])
+def test_every_identity_has_its_secret_and_no_secret_is_anywhere_else(
+    stack: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    rendered = render(stack, NO_SERVER if stack == "local" else None)
+    identities = identities_of(stack)
+    assert sorted(c["identity"] for c in rendered.credentials) == sorted(identities)
+    assert sorted(rendered.secrets) == sorted(
+        ["nats-auth", *(f"nats-creds-{i}" for i in identities)]
+    )
+    objects = rendered.run.kube_objects()
+    for obj in objects:
+        if obj["kind"] == "Secret":
+            validate_kubernetes(obj)
+    not_secrets = json.dumps([o for o in objects if o["kind"] != "Secret"])
+    auth_conf = rendered.auth_conf
+    for cred in rendered.credentials:
+        identity, password = cred["identity"], cred["password"]
+        secret = rendered.identity(identity)
+        assert set(secret) == KEYS
+        assert secret["NATS_USER"] == f"{identity}.1" == cred["user"]
+        assert secret["NATS_PASSWORD"] == password
+        assert secret["NATS_INBOX_PREFIX"] == f"_INBOX.{identity}"
+        # The password is in its identity's Secret only: no ConfigMap, no other Secret, not
+        # in auth.conf, which holds its bcrypt hash instead.
+        others = [v for name, s in rendered.secrets.items() for v in s.values() if s != secret]
+        assert not any(password in v for v in others), identity
+        assert password not in not_secrets
+        assert f'password: "{cred["password_hash"]}"' in auth_conf
+        assert bcrypt.checkpw(password.encode(), cred["password_hash"].encode())
+    assert rendered.run.outputs["authSecret"] == "nats-auth"
+    [config_map] = [o for o in objects if o["metadata"]["name"] == "nats-config"]
+    assert f'include "{AUTH_INCLUDE}"' in config_map["data"]["nats.conf"]
+
+
+def test_the_nack_account_connects_as_the_admin(loop: asyncio.AbstractEventLoop) -> None:
+    rendered = render("prod")
+    [account] = [o for o in rendered.run.kube_objects() if o["kind"] == "Account"]
+    validate_nack(account)
+    assert account["spec"]["user"] == {
+        "secret": {"name": "nats-creds-admin"},
+        "user": "NATS_USER",
+        "password": "NATS_PASSWORD",
+    }
+    assert account["spec"]["servers"] == ["nats://nats.tax-agent.svc.cluster.local:4222"]
+    managed = [o for o in rendered.run.kube_objects() if o["kind"] in ("Stream", "Consumer")]
+    assert managed and all(o["spec"]["account"] == "nats-admin" for o in managed)
+
+
+def test_without_authorization_nothing_of_it_is_made(loop: asyncio.AbstractEventLoop) -> None:
+    run = run_stack("prod", {"natstopo:authorization": False})
+    assert run.error is None, run.error
+    kinds = [o["kind"] for o in run.kube_objects()]
+    assert "Secret" not in kinds and "Account" not in kinds
+    assert not [r for r in run.of_type(DYNAMIC) if "identity" in r.inputs]
+    [config_map] = [o for o in run.kube_objects() if o["metadata"]["name"] == "nats-config"]
+    assert "include" not in config_map["data"]["nats.conf"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (
+            {"natstopo:credentialGenerations": {"svc-nope": [1]}},
+            "`svc-nope`: the identities are svc-identity, svc-ingestion",
+        ),
+        (
+            {"natstopo:credentialGenerations": {"svc-ocr": [2, 1]}},
+            "natstopo:credentialGenerations.svc-ocr: expected one or two generations",
+        ),
+        (
+            {"natstopo:credentialGenerations": {"svc-ocr": [1, 2, 3]}},
+            "natstopo:credentialGenerations.svc-ocr: expected one or two generations",
+        ),
+        (
+            {"natstopo:credentialGenerations": ["svc-ocr"]},
+            "natstopo:credentialGenerations: expected an object",
+        ),
+        (
+            {"natstopo:authorization": "maybe"},
+            "natstopo:authorization: expected true or false, got 'maybe'",
+        ),
+        (
+            {"natstopo:authorization": False, "natstopo:credentialGenerations": {"svc-ocr": 2}},
+            "natstopo:credentialGenerations: needs `natstopo:authorization: true`",
+        ),
+    ],
+)
+def test_bad_authorization_settings_are_refused_with_the_key(
+    overrides: dict[str, Any], says: str, loop: asyncio.AbstractEventLoop
+) -> None:
+    import pulumi
+
+    run = run_stack("prod", overrides)
+    assert isinstance(run.error, pulumi.RunError)
+    assert says in str(run.error)
+    assert not run.kube_objects()  # refused before anything is registered
+
+
+def test_the_direct_provisioner_without_the_admin_credential_is_refused(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    import pulumi
+
+    run = run_stack("local", {"natstopo:natsUrl": "nats://127.0.0.1:1"})
+    assert isinstance(run.error, pulumi.RunError)
+    assert "the direct provisioner needs the admin identity's credential" in str(run.error)
+    assert "pulumi config set --secret natstopo:natsCredentials" in str(run.error)
+    assert not run.kube_objects()
+
+
+def test_the_credential_is_made_once_and_replaced_only_for_a_new_generation() -> None:
+    provider = CredentialProvider()
+    props = {"identity": "svc-ocr", "generation": 1, "cost": 4}
+    one, two = provider.create(dict(props)), provider.create(dict(props))
+    assert one.outs["user"] == "svc-ocr.1" == one.id
+    assert one.outs["password"] != two.outs["password"]
+    assert len(one.outs["password"]) >= 40
+    assert bcrypt.checkpw(one.outs["password"].encode(), one.outs["password_hash"].encode())
+    kept = provider.diff(one.id, one.outs, {**props, "cost": 11})
+    assert not kept.changes and not kept.replaces  # a later run keeps the credential
+    new = provider.diff(one.id, one.outs, {**props, "generation": 2})
+    assert new.changes and new.replaces == ["generation"]
+
+
+# --------------------------------------------------------------------------- real servers
+
+
+def _auth(secret: dict[str, str]) -> dict[str, Any]:
+    return {
+        "user": secret["NATS_USER"],
+        "password": secret["NATS_PASSWORD"],
+        "inbox_prefix": secret["NATS_INBOX_PREFIX"],
+    }
+
+
+async def _provision_as_admin(urls: list[str], admin: dict[str, str], env: str) -> None:
+    topology = load_topology("topology/topology.yaml", env)
+    options = ConnectOptions(
+        servers=tuple(urls),
+        user=admin["NATS_USER"],
+        password=admin["NATS_PASSWORD"],
+        inbox_prefix=admin["NATS_INBOX_PREFIX"],
+    )
+    nc = await nats.connect(urls, **options.auth_kwargs())  # type: ignore[arg-type]
+    try:
+        await apply_plan(nc, await plan_changes(nc, topology))
+        assert not (await plan_changes(nc, topology)).has_changes
+    finally:
+        await nc.close()
+
+
+async def _publish(urls: list[str], secret: dict[str, str], allowed: str, refused: str) -> str:
+    """Publish `allowed` (JetStream: its PubAck) and `refused`; the server's error for that."""
+    errors: asyncio.Queue[Exception] = asyncio.Queue()
+
+    async def on_error(exc: Exception) -> None:
+        errors.put_nowait(exc)
+
+    nc = await nats.connect(urls, error_cb=on_error, allow_reconnect=False, **_auth(secret))
+    try:
+        ack = await nc.jetstream().publish(allowed, b"{}")
+        assert ack.seq >= 1
+        await nc.publish(refused, b"{}")
+        await nc.flush()
+        return str(await asyncio.wait_for(errors.get(), 5)).lower()
+    finally:
+        await nc.close()
+
+
+async def _refused(urls: list[str], **auth: Any) -> str:
+    try:
+        nc = await nats.connect(urls, allow_reconnect=False, max_reconnect_attempts=1, **auth)
+    except Exception as exc:
+        return str(exc).lower()
+    await nc.close()
+    return ""
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("binary", SERVERS, ids=_ids(SERVERS))
+def test_a_services_secret_publishes_its_topic_and_is_refused_anothers(
+    binary: ServerBinary, loop: asyncio.AbstractEventLoop
+) -> None:
+    rendered = render("dev")
+    include = {"auth.conf": rendered.auth_conf}
+    with running_server(binary, includes=include) as server:
+        urls = [server.url]
+        loop.run_until_complete(_provision_as_admin(urls, rendered.identity("admin"), "dev"))
+        ingestion = rendered.identity("svc-ingestion")
+        error = loop.run_until_complete(
+            _publish(urls, ingestion, "tax.document.uploaded", "tax.document.ocr_completed")
+        )
+        assert "permissions violation for publish" in error
+        assert "tax.document.ocr_completed" in error
+        # svc-ocr's own Secret publishes what svc-ingestion may not.
+        ocr = rendered.identity("svc-ocr")
+        error = loop.run_until_complete(
+            _publish(urls, ocr, "tax.document.ocr_completed", "tax.user.created")
+        )
+        assert "tax.user.created" in error
+        assert "authorization violation" in loop.run_until_complete(_refused(urls))
+        wrong = {**_auth(ocr), "password": ingestion["NATS_PASSWORD"]}
+        assert "authorization violation" in loop.run_until_complete(_refused(urls, **wrong))
+
+
+@pytest.mark.nats
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.parametrize("binary", SERVERS, ids=_ids(SERVERS))
+def test_the_three_node_cluster_forms_and_works_with_the_stacks_authorization(
+    binary: ServerBinary, loop: asyncio.AbstractEventLoop
+) -> None:
+    rendered = render("prod")
+    include = {"auth.conf": rendered.auth_conf}
+    with running_cluster(binary, includes=include) as cluster:
+        urls = list(cluster.urls)
+        loop.run_until_complete(_provision_as_admin(urls, rendered.identity("admin"), "prod"))
+        # Published on one node, refused on another: the same authorization everywhere.
+        ingestion = rendered.identity("svc-ingestion")
+        for url in urls:
+            error = loop.run_until_complete(
+                _publish([url], ingestion, "tax.document.uploaded", "jobs.extract.requested")
+            )
+            assert "jobs.extract.requested" in error
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("binary", SERVERS, ids=_ids(SERVERS))
+def test_a_rotation_keeps_both_generations_valid_then_only_the_new(
+    binary: ServerBinary, loop: asyncio.AbstractEventLoop
+) -> None:
+    overlap = render("dev", {"natstopo:credentialGenerations": {"svc-ocr": [1, 2]}})
+    ocr = sorted(
+        (c for c in overlap.credentials if c["identity"] == "svc-ocr"),
+        key=lambda c: c["generation"],
+    )
+    assert [c["user"] for c in ocr] == ["svc-ocr.1", "svc-ocr.2"]
+    # The pods get the new one; the servers accept both.
+    assert overlap.identity("svc-ocr")["NATS_USER"] == "svc-ocr.2"
+    assert overlap.identity("svc-ocr")["NATS_PASSWORD"] == ocr[1]["password"]
+    include = {"auth.conf": overlap.auth_conf}
+    with running_server(binary, includes=include) as server:
+        urls = [server.url]
+        loop.run_until_complete(_provision_as_admin(urls, overlap.identity("admin"), "dev"))
+        for cred in ocr:
+            secret = {
+                **overlap.identity("svc-ocr"),
+                "NATS_USER": cred["user"],
+                "NATS_PASSWORD": cred["password"],
+            }
+            error = loop.run_until_complete(
+                _publish(urls, secret, "tax.document.ocr_completed", "tax.user.created")
+            )
+            assert "tax.user.created" in error
+    retired = render("dev", {"natstopo:credentialGenerations": {"svc-ocr": [2]}})
+    assert [c["user"] for c in retired.credentials if c["identity"] == "svc-ocr"] == ["svc-ocr.2"]
+    assert '"svc-ocr.1"' not in retired.auth_conf and '"svc-ocr.2"' in retired.auth_conf
