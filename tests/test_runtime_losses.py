@@ -210,3 +210,33 @@ async def test_a_poison_message_without_dead_letter_stream_is_retried_then_left(
     assert outcomes.counts == Counter({"retried": 2, "left": 1})
     assert [m["data"] for m in await backend.messages("JOBS")] == [b"not json"]
     assert seen == []
+
+
+async def test_retries_wait_the_declared_backoff_on_every_delivery(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """backoff [100ms, 2s]: the 2nd and 3rd redeliveries come 2 s after the failure, not
+    3.9 s (the server adds its backoff to a NAK's delay: consumer.go dates a NAK'd message
+    `now - ack_wait + delay`)."""
+    path = write_topology(tmp_path, max_deliver=4, backoff="[100ms, 2s]", ack_wait="30s")
+    bus = await backend.bus(path, "svc-a")
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[int, float]] = []
+
+    async def fail(topic: str, payload: EventPayload, delivery: Any) -> None:
+        seen.append((delivery.num_delivered, loop.time()))
+        raise RuntimeError("downstream is down")
+
+    async def ignore(topic: str, payload: EventPayload) -> None:
+        return None
+
+    await bus.subscribe("job.created", fail)
+    await bus.subscribe("firm.*.synced", ignore)
+    await bus.start()
+    assert await bus.publish("job.created", job(1))
+    await backend.wait_for_messages("DLQ", 1, within=20)
+    assert [n for n, _ in seen] == [1, 2, 3, 4]
+    gaps = [b - a for (_, a), (_, b) in zip(seen, seen[1:], strict=False)]
+    assert gaps[0] < 1.0, gaps
+    # 2 s, with room for a loaded machine; the old NAK waited 3.9 s
+    assert all(1.9 <= g < 3.0 for g in gaps[1:]), gaps

@@ -118,6 +118,22 @@ def retry_delay(consumer: Consumer, num_delivered: int) -> float:
     return DEFAULT_RETRY_DELAYS[min(num_delivered, len(DEFAULT_RETRY_DELAYS)) - 1]
 
 
+def nak_delay(consumer: Consumer, num_delivered: int) -> float:
+    """The delay to send with the NAK of the `num_delivered`-th delivery, so that the server
+    redelivers after `retry_delay(consumer, num_delivered)`.
+
+    The server does not wait the NAK's delay as such: it dates the message `now - ack_wait
+    + delay` and redelivers it once its ack deadline from there passes, which is `ack_wait`
+    without a backoff and `backoff[n-1]` with one (where `ack_wait` is `backoff[0]`). So
+    with a backoff the delay to send is `backoff[0]` whatever the delivery, and the server's
+    own schedule does the rest; sending `backoff[n-1]` waited `2 * backoff[n-1] -
+    backoff[0]` (measured on 2.10 and 2.15: [1s, 3s] gave 1 s, 5 s, 5 s).
+    """
+    if consumer.backoff:
+        return consumer.backoff[0] / 1e9
+    return retry_delay(consumer, num_delivered)
+
+
 def handler_timeout(consumer: Consumer) -> float:
     """Seconds one handler call may run (the consumer's `handler_timeout`)."""
     return consumer.handler_timeout / 1e9

@@ -37,6 +37,7 @@ from .delivery import (
     dead_letter_headers,
     handler_timeout,
     heartbeat_after,
+    nak_delay,
     retry_delay,
     stored_ns_of,
 )
@@ -300,7 +301,7 @@ class ConsumerRunner:
                     )
                     self._held.pop(id(msg), None)
                     with contextlib.suppress(Exception):
-                        await msg.nak(delay=retry_delay(self.consumer, 1))
+                        await msg.nak(delay=nak_delay(self.consumer, 1))
                 finally:
                     self._running -= 1
                 if not self._req_active and self._free() >= self._threshold:
@@ -497,7 +498,7 @@ class ConsumerRunner:
         )
         self._held.pop(id(msg), None)
         with contextlib.suppress(nats.errors.Error, OSError):
-            await msg.nak(delay=delay)
+            await msg.nak(delay=nak_delay(self.consumer, n))
         self._bus.metrics.handled(topic, self.consumer.name, RETRIED, elapsed)
 
     async def _dead_letter(
@@ -596,7 +597,7 @@ class ConsumerRunner:
             extra=fields,
         )
         with contextlib.suppress(nats.errors.Error, OSError):
-            await msg.nak(delay=delay)
+            await msg.nak(delay=nak_delay(self.consumer, n))
         bus.metrics.handled(topic, self.consumer.name, RETRIED, elapsed)
 
     async def stop(self, grace: float) -> None:
