@@ -506,6 +506,33 @@ async def test_stop_from_inside_a_handler_and_twice_at_once(
     await backend.settled("JOBS", "a-worker")
 
 
+@pytest.mark.parametrize("wrap", ["wait_for", "gather", "task"])
+async def test_stop_from_a_task_a_handler_started_does_not_wait_for_that_handler(
+    backend: Backend, tmp_path: Path, wrap: str
+) -> None:
+    path = write_topology(tmp_path)
+    bus = await backend.bus(path, stop_timeout=30)
+    finished: list[int] = []
+
+    async def stops_the_bus(topic: str, payload: EventPayload) -> None:
+        if wrap == "wait_for":
+            await asyncio.wait_for(bus.stop(), 20)
+        elif wrap == "gather":
+            await asyncio.gather(bus.stop())
+        else:
+            await asyncio.get_running_loop().create_task(bus.stop())
+        finished.append(payload.data["n"])
+
+    await bus.subscribe("job.created", stops_the_bus)
+    await bus.subscribe("firm.*.synced", stops_the_bus)
+    await bus.start()
+    assert await bus.publish("job.created", job(1))
+    # returned at once: the handler is done (and acked) well inside stop_timeout
+    await eventually(lambda: finished == [1], what="the handler returned", within=10)
+    await asyncio.wait_for(bus.stop(), 10)
+    await backend.settled("JOBS", "a-worker")
+
+
 async def test_a_handler_raising_another_base_exception_is_a_failed_delivery(
     backend: Backend, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ protocol, the two handler forms, and the `Delivery` a handler may ask for."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -12,6 +13,20 @@ from typing import Protocol
 
 from .._errors import SetupError
 from .envelope import EventPayload
+
+HANDLING: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "bus_runtime_handling", default=None
+)
+"""The bus whose handler is running here; tasks a handler starts (`asyncio.wait_for`,
+`gather`, `create_task`) inherit it, so `stop()` called from any of them knows it is inside
+a handler and must not wait for it."""
+
+
+def stop_outside_handlers(stop: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    """Run `stop()` in a task of its own that is not inside any handler."""
+    context = contextvars.copy_context()
+    context.run(HANDLING.set, None)
+    return asyncio.get_running_loop().create_task(stop(), context=context)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

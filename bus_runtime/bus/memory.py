@@ -28,7 +28,14 @@ from .._errors import BusClosedError, BusError, InvalidEnvelopeError, SetupError
 from ..topology.model import Consumer, Topology
 from ..topology.subjects import subject_matches
 from .binding import ConsumedTopics, ServiceBinding, header_bytes, resolve_topology
-from .contract import ContextHandler, Delivery, Handler, handler_arity
+from .contract import (
+    HANDLING,
+    ContextHandler,
+    Delivery,
+    Handler,
+    handler_arity,
+    stop_outside_handlers,
+)
 from .delivery import REPLAY_FOR, REPLAYED_FROM, dead_letter_headers, retry_delay
 from .envelope import MSG_ID_HEADER, EventPayload
 from .observability import (
@@ -302,10 +309,9 @@ class MemoryEventBus:
         From a handler, it starts the stop and returns (the stop waits for the handlers);
         a second call waits for the first.
         """
-        current = asyncio.current_task()
-        if any(current in ts for ts in self._workers.values()):
+        if HANDLING.get() is self:  # from a handler, or a task it started
             if self._stop_task is None:
-                self._stop_task = asyncio.get_running_loop().create_task(self.stop())
+                self._stop_task = stop_outside_handlers(self.stop)
             return
         if self._stopped is not None:
             await asyncio.shield(self._stopped)
@@ -455,24 +461,28 @@ class MemoryEventBus:
         started = time.perf_counter()
         timeout = consumer.handler_timeout / 1e9
         deadline = asyncio.timeout(timeout)
+        handling = HANDLING.set(self)
         try:
             async with deadline:
-                if with_delivery:
-                    delivery = Delivery(
-                        topic=topic.name,
-                        subject=msg.subject,
-                        stream=msg.stream,
-                        consumer=consumer.name,
-                        stream_seq=msg.seq,
-                        num_delivered=n,
-                        max_deliver=max_deliver,
-                        headers=dict(msg.headers),
-                        replayed_from=msg.headers.get(REPLAYED_FROM),
-                        schema_error=skew,
-                    )
-                    await handler(topic.name, payload, delivery)
-                else:
-                    await handler(topic.name, payload)
+                try:
+                    if with_delivery:
+                        delivery = Delivery(
+                            topic=topic.name,
+                            subject=msg.subject,
+                            stream=msg.stream,
+                            consumer=consumer.name,
+                            stream_seq=msg.seq,
+                            num_delivered=n,
+                            max_deliver=max_deliver,
+                            headers=dict(msg.headers),
+                            replayed_from=msg.headers.get(REPLAYED_FROM),
+                            schema_error=skew,
+                        )
+                        await handler(topic.name, payload, delivery)
+                    else:
+                        await handler(topic.name, payload)
+                finally:
+                    HANDLING.reset(handling)
             if deadline.expired():
                 raise TimeoutError
         except (KeyboardInterrupt, SystemExit):

@@ -50,7 +50,7 @@ from ..security.permissions import inbox_prefix as service_inbox
 from ..security.violations import permission_violation
 from ..topology.model import Topology
 from .binding import ServiceBinding, resolve_topology
-from .contract import ContextHandler, Handler, handler_arity
+from .contract import HANDLING, ContextHandler, Handler, handler_arity, stop_outside_handlers
 from .envelope import EventPayload
 from .observability import BusMetrics, log_fields, logger
 from .options import (
@@ -397,12 +397,12 @@ class NATSEventBus:
         Never raises because the connection is gone; bounded by `stop_timeout` (handlers,
         then in-flight publishes) plus a few seconds to close.
         """
-        current = asyncio.current_task()
-        if any(r.runs_in(current) for r in self._runners.values()):
-            # Called from a handler: stopping waits for the handlers, this one included.
-            # Start the stop and return; it completes once the handler has returned.
+        if HANDLING.get() is self:
+            # Called from a handler (or a task it started): stopping waits for the
+            # handlers, this one included. Start the stop and return; it completes once the
+            # handler has returned.
             if self._stop_task is None:
-                self._stop_task = asyncio.get_running_loop().create_task(self.stop())
+                self._stop_task = stop_outside_handlers(self.stop)
             return
         while self._transition is not None:  # a start or another stop under way: after it
             await asyncio.shield(self._transition)

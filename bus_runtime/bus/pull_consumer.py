@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from .._errors import BusError, InvalidEnvelopeError, SetupError
 from ..topology.model import Consumer, Stream, Topology
 from .binding import ConsumedTopics, ServiceBinding
-from .contract import Delivery
+from .contract import HANDLING, Delivery
 from .delivery import (
     REPLAY_FOR,
     REPLAYED_FROM,
@@ -138,10 +138,6 @@ class ConsumerRunner:
     def missing_topics(self) -> list[str]:
         """Topics of this consumer with no handler yet: nothing is fetched until none is left."""
         return [t.name for t in self.topics.topics if t.name not in self.handlers]
-
-    def runs_in(self, task: asyncio.Task[Any] | None) -> bool:
-        """True when `task` is one of this runner's workers (a handler is calling)."""
-        return task is not None and task in self._workers
 
     @property
     def complete(self) -> bool:
@@ -339,6 +335,7 @@ class ConsumerRunner:
             held[3] = asyncio.current_task()
         timed_out = False
         started = time.perf_counter()
+        handling = HANDLING.set(self._bus)
         try:
             try:
                 if with_delivery:
@@ -346,6 +343,7 @@ class ConsumerRunner:
                 else:
                     await handler(topic.name, payload)
             finally:
+                HANDLING.reset(handling)
                 if held is not None:
                     timed_out = held[4]
                     held[2], held[3] = _NEVER, None
@@ -373,6 +371,10 @@ class ConsumerRunner:
             self._held.pop(id(msg), None)
             with contextlib.suppress(Exception):
                 await msg.nak()
+                # The exception stops the event loop as soon as it leaves this task: the
+                # NAK must be on the wire before that, not in the client's buffer.
+                if self._nc is not None:
+                    await self._nc.flush(timeout=1)
             raise
         except BaseException as exc:  # another BaseException subclass: a failure, not an exit
             await self._failed(msg, topic.name, payload, exc, time.perf_counter() - started)
