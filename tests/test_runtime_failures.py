@@ -554,3 +554,64 @@ async def test_a_handler_raising_another_base_exception_is_a_failed_delivery(
     await backend.settled("JOBS", "a-worker")
     # the one worker survived each Abort and went on: every message retried once, then done
     assert tries == Counter({0: 2, 1: 2, 2: 2})
+
+
+_EXITING_SERVICE = """
+import asyncio, sys
+from bus_runtime import EventPayload, NATSEventBus
+
+async def main() -> None:
+    bus = NATSEventBus(sys.argv[1], topology=sys.argv[2], service="svc-a")
+    async def ends_the_program(topic, payload):
+        raise {exc}("operator pressed ^C")
+    async def ignore(topic, payload):
+        return None
+    await bus.subscribe("job.created", ends_the_program)
+    await bus.subscribe("firm.*.synced", ignore)
+    await bus.start()
+    assert await bus.publish("job.created", EventPayload(data={{"n": 1}}, actor="a", tenant_id="t"))
+    await asyncio.sleep(60)  # ended by the handler's exception long before
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "SystemExit"])
+async def test_a_handler_ending_the_program_hands_its_message_back(
+    nats_server_each: NatsServer, tmp_path: Path, exc: str
+) -> None:
+    """The message is handed back, after the program ended: the next process gets it as
+    delivery 2 within seconds, not after the 30 s ack wait."""
+    import subprocess
+    import sys
+
+    path = write_topology(tmp_path, ack_wait="30s")
+    await provision_url(nats_server_each.url, path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _EXITING_SERVICE.format(exc=exc),
+        nats_server_each.url,
+        str(path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert await asyncio.wait_for(proc.wait(), 30) != 0
+    bus = NATSEventBus(nats_server_each.url, topology=str(path), service="svc-a")
+    got: asyncio.Queue[int] = asyncio.Queue()
+
+    async def handle(topic: str, payload: EventPayload, delivery: Any) -> None:
+        got.put_nowait(delivery.num_delivered)
+
+    async def ignore(topic: str, payload: EventPayload) -> None:
+        return None
+
+    await bus.subscribe("job.created", handle)
+    await bus.subscribe("firm.*.synced", ignore)
+    await bus.start()
+    try:
+        # delivery 2 (the ending process took no other), well inside the 30 s ack wait
+        assert await asyncio.wait_for(got.get(), 10) == 2
+    finally:
+        await bus.stop()

@@ -74,6 +74,11 @@ class RunnerHost(Protocol):
     ) -> bool: ...
 
 
+# Seconds before a message handed back by a handler that ends the program comes again:
+# longer than asyncio.run's shutdown, so that this process's pull requests are gone.
+_EXIT_NAK_DELAY = 2.0
+
+
 class HandlerTimeout(Exception):
     """A handler ran longer than its consumer's `handler_timeout` and was cancelled."""
 
@@ -369,8 +374,12 @@ class ConsumerRunner:
             # Let it end the program, but hand the message back rather than keep it in
             # progress until the process is gone.
             self._held.pop(id(msg), None)
+            # A plain NAK was redelivered at once into this process's open pull request,
+            # which died with it (the message then waited out its ack wait): hand it back
+            # with a delay that outlasts the program's end, as a failed delivery would be.
+            self._stopping = True  # the program is ending: ask for nothing more
             with contextlib.suppress(Exception):
-                await msg.nak()
+                await msg.nak(delay=max(_EXIT_NAK_DELAY, nak_delay(self.consumer, 1)))
                 # The exception stops the event loop as soon as it leaves this task: the
                 # NAK must be on the wire before that, not in the client's buffer.
                 if self._nc is not None:
@@ -640,6 +649,7 @@ class ConsumerRunner:
         while self._buf:  # only after a handler outlived `grace`
             msg = self._buf.popleft()
             self._held.pop(id(msg), None)
+            self._stopping = True  # the program is ending: ask for nothing more
             with contextlib.suppress(Exception):
                 await msg.nak()
             topic = self.topics.topic_of(msg.subject)
