@@ -52,6 +52,7 @@ from .observability import (
     log_fields,
     logger,
 )
+from .outbox import Outbox
 
 # What a handler call is: the callable and whether it takes the Delivery as a third argument.
 HandlerEntry = tuple[Any, bool]
@@ -125,6 +126,7 @@ class ConsumerRunner:
         self._workers: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._sub: Any = None
+        self._outbox: Outbox | None = None
         self.started = False
 
     # -- handlers
@@ -149,6 +151,7 @@ class ConsumerRunner:
         self._nc = nc
         self.started = True
         loop = asyncio.get_running_loop()
+        self._outbox = Outbox(nc)
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(self._inbox + ".*", cb=self._on_msg)
         self._workers = [loop.create_task(self._work()) for _ in range(self._concurrency)]
@@ -378,7 +381,9 @@ class ConsumerRunner:
         elapsed = time.perf_counter() - started
         self._held.pop(id(msg), None)
         try:
-            await msg.ack()
+            outbox = self._outbox
+            if outbox is None or not outbox.ack(msg):
+                await msg.ack()
         except (nats.errors.Error, OSError) as exc:
             logger.error(
                 "ack of %s failed (%s): it will be redelivered",
