@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import time
@@ -345,4 +344,6 @@ def traceparent_for(trace_id: str) -> str:
         if len(_trace_prefixes) >= 4096:  # one trace per request: keep the cache small
             _trace_prefixes.clear()
         _trace_prefixes[trace_id] = prefix
-    return prefix + os.urandom(8).hex() + "-01"
+    # The parent-id (span) is unique, not secret: the ULID's PRNG bits (a syscall per
+    # event cost more than the rest of this function); all zeros is invalid in W3C.
+    return f"{prefix}{_randbits(64) or 1:016x}-01"

@@ -43,6 +43,9 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     event_id, a generated `traceparent`): nats-py's strip, newline removal and key check
     would change nothing in them.
     """
+    if len(headers) == 2:  # Nats-Msg-Id and traceparent: the usual publish
+        (k1, v1), (k2, v2) = headers.items()
+        return f"NATS/1.0\r\n{k1}: {v1}\r\n{k2}: {v2}\r\n\r\n".encode()
     return ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
