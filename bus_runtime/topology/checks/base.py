@@ -101,6 +101,8 @@ class CheckerBase:
     # overlap was already checked (environments only change settings, rarely subjects).
     _topics_built: dict[tuple[str, str], tuple[list[Any], list[Any]]] = field(default_factory=dict)
     _layouts_checked: set[tuple[Any, ...]] = field(default_factory=set)
+    # The document's mapping at each layer's path (the document does not change).
+    _layer_mappings: dict[KeyPath, dict[str, Any]] = field(default_factory=dict)
     # Consumers by their inputs (see `_build_consumer`), with the errors and warnings
     # their build reported.
     _consumers_built: dict[
@@ -143,13 +145,23 @@ class CheckerBase:
             layers.append(env_own)
         order = _STREAM_ORDER if kind == "stream" else _CONSUMER_ORDER
         for layer in layers:
-            mapping = self.mapping(*(str(p) for p in layer))
+            mapping = self._layer_mappings.get(layer)
+            if mapping is None:
+                mapping = self._layer_mappings[layer] = self.mapping(*(str(p) for p in layer))
             if not mapping:
                 continue
             # The layer's own keys that are settings, in the settings' order (a layer sets
             # a few of the forty settings: asking for each of them costs more).
             for k in sorted(mapping.keys() & order.keys(), key=order.__getitem__):
                 out[k] = Setting(mapping[k], (*layer, k))
+        return out
+
+    def _values(self, s: dict[str, Setting], names: tuple[str, ...]) -> dict[str, Any]:
+        """Every setting of `names`, parsed (None when unset): only the set ones are parsed."""
+        out: dict[str, Any] = dict.fromkeys(names)
+        for k in s:
+            if k in out:
+                out[k] = self._value(s, k)
         return out
 
     def _value(self, s: dict[str, Setting], key: str) -> Any:

@@ -75,7 +75,7 @@ class ConsumerChecks(ReferenceChecks):
         cpath: KeyPath,
         cs: dict[str, Setting],
     ) -> Consumer | None:
-        v = {k: self._value(cs, k) for k in CONSUMER_SETTINGS}
+        v = self._values(cs, CONSUMER_SETTINGS)
         if v["max_ack_pending"] == 0:
             v["max_ack_pending"] = None  # the server reads 0 as its default (1000)
         listed = c.get("topics")

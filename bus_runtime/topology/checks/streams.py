@@ -87,7 +87,7 @@ class StreamChecks(ConsumerChecks):
         if spath in self.bad_paths:
             return None
         ss = settings[sname]
-        values = {k: self._value(ss, k) for k in STREAM_SETTINGS}
+        values = self._values(ss, STREAM_SETTINGS)
         if values["duplicate_window"] == 0:
             values["duplicate_window"] = None  # the server reads 0 as "its default" (2m)
         for key in ZERO_MEANS_UNLIMITED:
