@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .json_schema_compiler import Check, Unsupported, compile_check
@@ -18,7 +18,19 @@ from .json_schema_compiler import Check, Unsupported, compile_check
 @cache
 def topology_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the topology format, shipped as package data."""
-    text = resources.files("bus_runtime").joinpath("schema/topology.schema.json").read_text("utf-8")
+    # Read directly when the package is files on disk: importlib.resources costs more to
+    # import than the read itself (a zipped install takes it).
+    shipped = Path(__file__).resolve().parent.parent / "schema" / "topology.schema.json"
+    if shipped.is_file():
+        text = shipped.read_text("utf-8")
+    else:
+        from importlib import resources
+
+        text = (
+            resources.files("bus_runtime")
+            .joinpath("schema/topology.schema.json")
+            .read_text("utf-8")
+        )
     schema: dict[str, Any] = json.loads(text)
     return schema
 

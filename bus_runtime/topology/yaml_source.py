@@ -310,7 +310,7 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 _BLOCK_LEAD = re.compile(r" *(?:[-?:](?: +|$))*")
 
 
-def _block_depth_bound(text: str) -> int:
+def _block_depth_bound(lines: list[str]) -> int:
     """An upper bound of the block-collection nesting, from indentation.
 
     A block collection nested in another starts further right, except a sequence that is
@@ -318,13 +318,11 @@ def _block_depth_bound(text: str) -> int:
     collection can start, and those columns are at most each line's indentation plus its
     compact entry indicators.
     """
-    widest = max(
-        (m.end() for line in text.splitlines() if (m := _BLOCK_LEAD.match(line))), default=0
-    )
+    widest = max((m.end() for line in lines if (m := _BLOCK_LEAD.match(line))), default=0)
     return 2 * widest + 2
 
 
-def _flow_depth_bound(text: str) -> int:
+def _flow_depth_bound(lines: list[str]) -> int:
     """An upper bound of the flow-collection nesting (`[`, `{`), cheaper than parsing.
 
     Every opening bracket counts. A closing one is credited only against openings of its
@@ -335,7 +333,7 @@ def _flow_depth_bound(text: str) -> int:
     second pass of the parser over it.
     """
     carried = peak = 0
-    for line in text.split("\n"):
+    for line in lines:
         if "[" not in line and "{" not in line:
             continue
         if '"' in line or "'" in line or "#" in line:
@@ -360,10 +358,11 @@ def _too_deep(text: str) -> tuple[int, int] | None:
     Nesting needs a bracket or indentation, so most files are cleared by counting; the
     others are measured on the parser's events, which involves no recursion.
     """
-    longest = max(map(len, text.splitlines()), default=0)
+    lines = text.splitlines()
+    longest = max(map(len, lines), default=0)
     if text.count("[") + text.count("{") + 2 * longest + 2 <= MAX_DEPTH:
         return None
-    if _flow_depth_bound(text) + _block_depth_bound(text) <= MAX_DEPTH:
+    if _flow_depth_bound(lines) + _block_depth_bound(lines) <= MAX_DEPTH:
         return None
     loader = _Loader(text)
     depth = 0
