@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nats.aio.client import Client
@@ -111,3 +111,42 @@ class Outbox:
         self._append((cmd,), len(cmd), 0)
         msg._ackd = True
         return True
+
+
+class DirectDelivery(asyncio.Queue):  # type: ignore[type-arg]
+    """A subscription's message queue that hands each message to a synchronous handler at
+    once, inside nats-py's read loop, instead of queueing it for the subscription's task
+    (a queue put, a task switch and a coroutine per message).
+
+    For handlers that never wait (the publisher's PubAck handler): nothing is ever queued,
+    so `join` (drain, unsubscribe) returns at once and the subscription's task waits
+    idle until it is cancelled with the subscription. A handler's exception is handed to
+    `on_error`, never to the read loop.
+    """
+
+    def __init__(
+        self, sub: Any, handler: Callable[[Any], None], on_error: Callable[[Any, Exception], None]
+    ) -> None:
+        super().__init__()
+        self._sub = sub
+        self._handler = handler
+        self._on_error = on_error
+
+    def put_nowait(self, item: Any) -> None:
+        self._sub._pending_size -= len(item.data)  # as the subscription's task does
+        try:
+            self._handler(item)
+        except Exception as exc:
+            self._on_error(item, exc)
+
+
+def deliver_directly(
+    sub: Any, handler: Callable[[Any], None], on_error: Callable[[Any, Exception], None]
+) -> bool:
+    """Make `sub` (a nats-py Subscription) hand its messages to `handler` at once; False
+    (nothing changed) when the subscription is not what this nats-py version is known to be."""
+    queue = getattr(sub, "_pending_queue", None)
+    if type(queue) is not asyncio.Queue or not hasattr(sub, "_pending_size") or queue.qsize():
+        return False
+    sub._pending_queue = DirectDelivery(sub, handler, on_error)
+    return True

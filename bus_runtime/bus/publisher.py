@@ -30,7 +30,7 @@ from .observability import (
     log_fields,
     logger,
 )
-from .outbox import Outbox, header_block
+from .outbox import Outbox, deliver_directly, header_block
 
 
 class PendingPublish:
@@ -103,7 +103,9 @@ class Publisher:
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
         self._plen = len(self._prefix)
-        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        # The handler never waits: PubAcks go to it inside nats-py's read loop.
+        deliver_directly(sub, self._handle_reply, self._reply_failed)
         self._sweeper = self._loop.create_task(self._sweep())
 
     @property
@@ -199,6 +201,18 @@ class Publisher:
                 self._finish(p, False, f"not sent: {type(exc).__name__}: {exc}")
 
     async def _on_reply(self, msg: Msg) -> None:
+        self._handle_reply(msg)
+
+    def _reply_failed(self, msg: Msg, exc: Exception) -> None:
+        logger.error(
+            "handling the acknowledgement on %s failed: %s: %s",
+            msg.subject,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+
+    def _handle_reply(self, msg: Msg) -> None:
         p = self._pending.pop(msg.subject[self._plen :], None)
         if p is None:
             return  # the answer to a send that already timed out and was sent again
