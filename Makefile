@@ -15,12 +15,12 @@ $(BIN)/python:
 
 # A stamp keyed on pyproject.toml: re-install only when the pins change.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,infra,prometheus,auth]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,infra,prometheus,auth,fast]"
 	touch $@
 
 # Re-pin every transitive dependency to what is installed now (after changing pyproject).
 constraints: | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[dev,infra,prometheus,auth]"
+	$(BIN)/python -m pip install -q -e ".[dev,infra,prometheus,auth,fast]"
 	( echo "# Exact versions that CI and the README's commands install (pip -c). Refresh: make constraints"; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v "^-e" ) > constraints.txt
 

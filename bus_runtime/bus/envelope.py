@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import time
@@ -143,8 +142,90 @@ class EventPayload:
 # allow_nan=False: NaN and Infinity are not JSON; a consumer in another language (or
 # json.loads with parse_constant) would refuse the envelope.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_encode_data = _ENCODER.encode
 _encode_str = json.encoder.encode_basestring  # the C escaper json.dumps uses
+
+# orjson (the `fast` extra), when installed, encodes `data` about 15x and decodes an
+# envelope about 4x faster than the stdlib. It must not change what is accepted: it
+# writes NaN as null and encodes UUIDs, enums, datetimes and dataclasses that the stdlib
+# refuses. So it encodes only data made of plain JSON types (str, int, bool, None, finite
+# floats, lists, tuples and dicts of them; anything else takes the stdlib, which then
+# encodes or refuses as always), and any value orjson itself refuses (non-string keys,
+# integers over 64 bits, lone surrogates) goes to the stdlib too. On decoding, orjson is
+# the stricter parser (only UTF-8, no NaN literals, no lone surrogates): whatever it
+# refuses, and every envelope holding a float (orjson reads an integer beyond 64 bits as
+# one), is decoded by the stdlib, which accepts or refuses exactly as before.
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the runtime's three dependencies alone
+    _orjson = None  # type: ignore[assignment]
+_INF = float("inf")
+
+
+def _plain(obj: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int = 0) -> bool:
+    """True when the dict, list or tuple `obj` holds only types that orjson encodes exactly
+    as the stdlib (written out flat: this runs once per publish)."""
+    if type(obj) is dict:
+        for k in obj:
+            if type(k) is not str:
+                return False
+        values: Any = obj.values()
+    else:
+        values = obj
+    for v in values:
+        t = type(v)
+        if t is str or t is int or t is bool or v is None:
+            continue
+        if t is float:
+            if not -_INF < v < _INF:  # NaN and the infinities
+                return False
+        elif t is dict or t is list or t is tuple:
+            if depth >= 64 or not _plain(v, depth + 1):
+                return False
+        else:
+            return False
+    return True
+
+
+def _has_float(obj: dict[Any, Any] | list[Any], depth: int = 0) -> bool:
+    """True when a decoded dict or list holds a float (or is nested too deeply to tell)."""
+    for v in obj.values() if type(obj) is dict else obj:
+        t = type(v)
+        if t is float:
+            return True
+        if (t is dict or t is list) and (depth >= 64 or _has_float(v, depth + 1)):
+            return True
+    return False
+
+
+if _orjson is not None:
+    _orjson_dumps = _orjson.dumps
+    _orjson_loads = _orjson.loads
+    _OrjsonError = _orjson.JSONEncodeError
+
+    def _encode_data(data: Any) -> bytes:
+        if _plain(data):
+            try:
+                return _orjson_dumps(data)
+            except _OrjsonError:
+                pass  # a big integer, a lone surrogate: the stdlib decides
+        return _ENCODER.encode(data).encode()
+
+    def _loads(body: bytes) -> Any:
+        try:
+            value = _orjson_loads(body)
+        except ValueError:
+            return json.loads(body)  # accepts or refuses as it always did
+        if type(value) is dict and _has_float(value):
+            # orjson reads an integer beyond 64 bits as a float, the stdlib as an exact int
+            return json.loads(body)
+        return value
+
+else:
+
+    def _encode_data(data: Any) -> bytes:
+        return _ENCODER.encode(data).encode()
+
+    _loads = json.loads
 
 
 def schema_field(digest: str | None) -> str:
@@ -165,23 +246,25 @@ def encode_envelope(topic: str, payload: EventPayload, schema: str = "") -> byte
     """
     trace = payload.trace_id
     return (
-        '{"event_id":'
-        + _encode_str(payload.event_id)
-        + ',"topic":'
-        + _encode_str(topic)
-        + ',"occurred_at":'
-        + _encode_str(payload.occurred_at)
-        + ',"actor":'
-        + _encode_str(payload.actor)
-        + ',"tenant_id":'
-        + _encode_str(payload.tenant_id)
-        + ',"trace_id":'
-        + (_encode_str(trace) if trace is not None else "null")
-        + schema
-        + ',"data":'
+        (
+            '{"event_id":'
+            + _encode_str(payload.event_id)
+            + ',"topic":'
+            + _encode_str(topic)
+            + ',"occurred_at":'
+            + _encode_str(payload.occurred_at)
+            + ',"actor":'
+            + _encode_str(payload.actor)
+            + ',"tenant_id":'
+            + _encode_str(payload.tenant_id)
+            + ',"trace_id":'
+            + (_encode_str(trace) if trace is not None else "null")
+            + schema
+            + ',"data":'
+        ).encode()
         + _encode_data(payload.data)
-        + "}"
-    ).encode()
+        + b"}"
+    )
 
 
 def decode_envelope(body: bytes) -> tuple[str, EventPayload]:
@@ -204,7 +287,7 @@ def decode_stamped_envelope(body: bytes) -> tuple[str, EventPayload, str | None]
         InvalidEnvelopeError: The body is not JSON, not an object, or misses a field.
     """
     try:
-        env = json.loads(body)
+        env = _loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEnvelopeError("not-json", f"body is not JSON: {exc}") from None
     if type(env) is not dict:
@@ -261,4 +344,6 @@ def traceparent_for(trace_id: str) -> str:
         if len(_trace_prefixes) >= 4096:  # one trace per request: keep the cache small
             _trace_prefixes.clear()
         _trace_prefixes[trace_id] = prefix
-    return prefix + os.urandom(8).hex() + "-01"
+    # The parent-id (span) is unique, not secret: the ULID's PRNG bits (a syscall per
+    # event cost more than the rest of this function); all zeros is invalid in W3C.
+    return f"{prefix}{_randbits(64) or 1:016x}-01"

@@ -541,7 +541,10 @@ class NATSEventBus:
             topic, payload, tokens if type(tokens) is tuple else tokens_argument(tokens)
         )
         publisher = self._require_started()
-        return await (await publisher.send(topic, subject, body, headers))
+        future = publisher.send_nowait(topic, subject, body, headers)
+        if future is None:
+            future = await publisher.send(topic, subject, body, headers, checked=True)
+        return await future
 
     async def publish_many(
         self, topic: str, payloads: Iterable[EventPayload], *, tokens: Sequence[str] = ()
@@ -553,7 +556,13 @@ class NATSEventBus:
         tok = tokens_argument(tokens)
         prepared = [self.binding.prepare(topic, p, tok) for p in payloads]
         publisher = self._require_started()
-        futures = [await publisher.send(topic, s, b, h) for _t, s, b, h in prepared]
+        futures = []
+        send_nowait = publisher.send_nowait
+        for _t, s, b, h in prepared:
+            f = send_nowait(topic, s, b, h)
+            futures.append(
+                f if f is not None else await publisher.send(topic, s, b, h, checked=True)
+            )
         return [await f for f in futures]
 
     async def publish_raw(

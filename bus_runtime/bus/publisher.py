@@ -30,10 +30,21 @@ from .observability import (
     log_fields,
     logger,
 )
+from .outbox import Outbox, deliver_directly, header_block
 
 
 class PendingPublish:
-    __slots__ = ("attempts", "body", "first_sent", "future", "headers", "label", "subject", "token")
+    __slots__ = (
+        "attempts",
+        "body",
+        "first_sent",
+        "future",
+        "hdr",
+        "headers",
+        "label",
+        "subject",
+        "token",
+    )
 
     def __init__(
         self,
@@ -42,12 +53,14 @@ class PendingPublish:
         subject: str,
         body: bytes,
         headers: dict[str, str],
+        hdr: bytes | None,
     ) -> None:
         self.future = future
         self.label = label
         self.subject = subject
         self.body = body
         self.headers = headers
+        self.hdr = hdr  # the header block, when the bus built and checked the headers
         self.attempts = 0
         self.first_sent = 0.0
         self.token = ""
@@ -85,21 +98,57 @@ class Publisher:
         self._refusing = False  # no new publish is taken (in-flight ones still finish)
         self._loop = asyncio.get_running_loop()  # made by NATSEventBus.start
         self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._outbox = Outbox(nc)
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
         self._plen = len(self._prefix)
-        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        # The handler never waits: PubAcks go to it inside nats-py's read loop.
+        deliver_directly(sub, self._handle_reply, self._reply_failed)
         self._sweeper = self._loop.create_task(self._sweep())
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def send(
+    def send_nowait(
         self, label: str, subject: str, body: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[bool] | None:
+        """`send` of headers the bus built and checked, when the window has room and the
+        outbox can write it at once; None when `send` is needed (it waits, or nats-py's own
+        publish raises or buffers)."""
+        if self._refusing or self._in_flight >= self._max_in_flight or self._window_waiters:
+            return None
+        self._seq += 1
+        token = str(self._seq)
+        hdr = header_block(headers)
+        if not self._outbox.hpub(subject, self._prefix + token, hdr, body):
+            self._seq -= 1
+            return None
+        self._in_flight += 1
+        self._idle.clear()
+        p = PendingPublish(self._loop.create_future(), label, subject, body, headers, hdr)
+        p.token = token
+        p.attempts = 1
+        p.first_sent = now = time.monotonic()
+        self._pending[token] = p
+        self._sent.append((now, token, p))
+        return p.future
+
+    async def send(
+        self,
+        label: str,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        checked: bool = False,
     ) -> asyncio.Future[bool]:
-        """Send one message; the future resolves True on acknowledgement, False on giving up."""
+        """Send one message; the future resolves True on acknowledgement, False on giving up.
+
+        `checked`: the bus built the headers itself (see `outbox.header_block`).
+        """
         if self._refusing:
             raise BusClosedError("the bus is stopping: publishing is closed")
         while self._in_flight >= self._max_in_flight:
@@ -110,7 +159,14 @@ class Publisher:
                 raise BusClosedError("the bus stopped while this publish waited for the window")
         self._in_flight += 1
         self._idle.clear()
-        p = PendingPublish(self._loop.create_future(), label, subject, body, headers)
+        p = PendingPublish(
+            self._loop.create_future(),
+            label,
+            subject,
+            body,
+            headers,
+            header_block(headers) if checked else None,
+        )
         await self._send(p)
         return p.future
 
@@ -124,6 +180,8 @@ class Publisher:
             p.first_sent = now
         self._pending[token] = p
         self._sent.append((now, token, p))
+        if p.hdr is not None and self._outbox.hpub(p.subject, self._prefix + token, p.hdr, p.body):
+            return
         try:
             await self._nc.publish(p.subject, p.body, reply=self._prefix + token, headers=p.headers)
         except (
@@ -143,6 +201,18 @@ class Publisher:
                 self._finish(p, False, f"not sent: {type(exc).__name__}: {exc}")
 
     async def _on_reply(self, msg: Msg) -> None:
+        self._handle_reply(msg)
+
+    def _reply_failed(self, msg: Msg, exc: Exception) -> None:
+        logger.error(
+            "handling the acknowledgement on %s failed: %s: %s",
+            msg.subject,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+
+    def _handle_reply(self, msg: Msg) -> None:
         p = self._pending.pop(msg.subject[self._plen :], None)
         if p is None:
             return  # the answer to a send that already timed out and was sent again

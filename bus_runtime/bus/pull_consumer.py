@@ -53,6 +53,7 @@ from .observability import (
     log_fields,
     logger,
 )
+from .outbox import Outbox, deliver_directly
 
 # What a handler call is: the callable and whether it takes the Delivery as a third argument.
 HandlerEntry = tuple[Any, bool]
@@ -132,6 +133,8 @@ class ConsumerRunner:
         self._workers: list[asyncio.Task[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._sub: Any = None
+        self._outbox: Outbox | None = None
+        self._status_tasks: set[asyncio.Task[None]] = set()
         self.started = False
 
     # -- handlers
@@ -152,8 +155,10 @@ class ConsumerRunner:
         self._nc = nc
         self.started = True
         loop = asyncio.get_running_loop()
+        self._outbox = Outbox(nc)
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(self._inbox + ".*", cb=self._on_msg)
+        deliver_directly(self._sub, self._deliver, self._delivery_failed)
         self._workers = [loop.create_task(self._work()) for _ in range(self._concurrency)]
         self._ticker = loop.create_task(self._tick())
         await self._pull()
@@ -205,20 +210,48 @@ class ConsumerRunner:
         if pause:
             self._next_pull_at = time.monotonic() + pause
 
+    def _deliver(self, msg: Msg) -> None:
+        """A message as nats-py reads it (see `outbox.deliver_directly`): a stream message
+        is taken at once; a status (end of a pull request) is handled by a task, in order,
+        because handling it may send the next pull request."""
+        if msg.reply:
+            self._take(msg)
+            return
+        task = asyncio.get_running_loop().create_task(self._on_msg(msg))
+        self._status_tasks.add(task)
+        task.add_done_callback(self._status_tasks.discard)
+
+    def _delivery_failed(self, msg: Msg, exc: Exception) -> None:
+        logger.error(
+            "consumer %s: taking a message failed inside the bus (%s: %s)",
+            self.consumer.name,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+            extra=log_fields(consumer=self.consumer.name, stream=self.stream.name),
+        )
+
     async def _on_msg(self, msg: Msg) -> None:
         if msg.reply:  # a stream message ($JS.ACK... reply)
-            self._warned = False
-            self._buf.append(msg)
-            self._held[id(msg)] = [msg, time.monotonic(), _NEVER, None, False, None]
-            self._req_received += 1
-            if self._req_active and self._req_received >= self._req_batch:
-                self._end_request()
-            while self._idle_workers:
-                waiter = self._idle_workers.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                    break
+            self._take(msg)
             return
+        await self._on_status(msg)
+
+    def _take(self, msg: Msg) -> None:
+        """A stream message ($JS.ACK... reply): buffered for a worker."""
+        self._warned = False
+        self._buf.append(msg)
+        self._held[id(msg)] = [msg, time.monotonic(), _NEVER, None, False, None]
+        self._req_received += 1
+        if self._req_active and self._req_received >= self._req_batch:
+            self._end_request()
+        while self._idle_workers:
+            waiter = self._idle_workers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    async def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}
         status = headers.get("Status")
         if status == "100":
@@ -391,7 +424,9 @@ class ConsumerRunner:
         elapsed = time.perf_counter() - started
         self._held.pop(id(msg), None)
         try:
-            await msg.ack()
+            outbox = self._outbox
+            if outbox is None or not outbox.ack(msg):
+                await msg.ack()
         except (nats.errors.Error, OSError) as exc:
             logger.error(
                 "ack of %s failed (%s): it will be redelivered",
@@ -662,3 +697,5 @@ class ConsumerRunner:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
+        if self._status_tasks:  # the end of the last pull request, still being handled
+            await asyncio.wait(list(self._status_tasks), timeout=1.0)

@@ -4,17 +4,17 @@ one way a command opens a connection and loads the topology."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from nats.aio.client import Client
-
-from ..jetstream.api import JetStreamApi
-from ..jetstream.connect import ConnectOptions, connect, redact
 from ..topology.loader import default_topology_path, load_topology
 from ..topology.model import Topology
+
+if TYPE_CHECKING:
+    # The NATS client is imported by the commands that connect, not by `validate`.
+    from ..jetstream.api import JetStreamApi
+    from ..jetstream.connect import ConnectOptions
 
 T = TypeVar("T")
 
@@ -54,6 +54,8 @@ def error_line(command: str, exc: BaseException) -> str:
     A message that starts with the topology's place (`FILE:LINE:COL: error: ...`) keeps
     that form; a message of several lines (every error of a plan) keeps its lines.
     """
+    from ..jetstream.connect import redact
+
     text = redact(str(exc))
     return f"natstopo {command}: error: {text}"
 
@@ -62,8 +64,13 @@ def run_connected(options: ConnectOptions, work: Callable[[JetStreamApi], Awaita
     """Connect, run `work` with the JetStream API of the connection (the options' domain or
     prefix), close: one event loop per command."""
 
+    import asyncio
+
+    from ..jetstream.api import JetStreamApi
+    from ..jetstream.connect import connect
+
     async def main() -> T:
-        nc: Client = await connect(options)
+        nc = await connect(options)
         try:
             return await work(JetStreamApi(nc, options.api_prefix))
         finally:

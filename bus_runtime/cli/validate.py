@@ -6,11 +6,18 @@ import argparse
 import json
 import sys
 
-from ..topology.loader import check_topology, default_topology_path
+from ..topology.loader import check_topology, default_topology_path, gc_paused
 from .common import EXIT_ERROR, EXIT_OK, add_topology_args
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    # The whole command without the cyclic collector (as the loader): the model and its
+    # summary are hundreds of thousands of acyclic objects a collection would only rescan.
+    with gc_paused():
+        return _validate(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
     file = args.file or default_topology_path()
     topology, errors = check_topology(file, args.env, all_environments=args.env is None)
     if args.format == "json":

@@ -8,6 +8,7 @@ when an error needs it: nothing is paid for locations while a file is valid.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +27,16 @@ class _Loader(_Base):  # type: ignore[valid-type,misc]
     the same scalars (`explicit`, `30s`, service names) thousands of times."""
 
     _resolved: dict[tuple[Any, str, Any], str] = {}
+    _plain: dict[str, str] = {}  # plain scalars: the tag depends on the text alone
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode and implicit[0]:
+            known = self._plain.get(value)
+            if known is None:
+                known = str(super().resolve(kind, value, implicit))
+                if len(self._plain) < 100_000:
+                    self._plain[value] = known
+            return known
         try:
             key = (kind, value, implicit)
             return self._resolved[key]
@@ -48,8 +57,11 @@ class Locations:
     file: str
     root: yaml.Node | None = None
     _index: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = field(default_factory=dict)
-    # of_key's answers: every environment's build asks for the same places again.
+    # of_key's and of_value's answers: every environment's build asks for the same places
+    # again (each setting's place is kept in the model).
     _key_places: dict[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict)
+    _value_places: dict[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict)
+    _nodes: dict[tuple[str | int, ...], yaml.Node | None] = field(default_factory=dict)
 
     def _children(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """Key -> (key node, value node) of one mapping, indexed on first use."""
@@ -62,22 +74,34 @@ class Locations:
             self._index[id(node)] = index
         return index
 
+    def _node(self, path: tuple[str | int, ...]) -> yaml.Node | None:
+        """The value node at `path`, or None; each path's node is looked up once (sibling
+        keys ask for the same parents again and again)."""
+        if not path:
+            return self.root
+        try:
+            return self._nodes[path]
+        except KeyError:
+            pass
+        parent = self._node(path[:-1])
+        part = path[-1]
+        node: yaml.Node | None = None
+        if isinstance(parent, yaml.MappingNode):
+            pair = self._children(parent).get(str(part))
+            node = pair[1] if pair is not None else None
+        elif isinstance(parent, yaml.SequenceNode) and isinstance(part, int):
+            node = parent.value[part] if 0 <= part < len(parent.value) else None
+        self._nodes[path] = node
+        return node
+
     def _find(self, path: Path, key: bool) -> tuple[int, int] | None:
-        node = self.root
-        for i, part in enumerate(path):
-            if isinstance(node, yaml.MappingNode):
-                pair = self._children(node).get(str(part))
-                if pair is None:
-                    return None
-                if key and i == len(path) - 1:
-                    return _mark(pair[0])
-                node = pair[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-                if not 0 <= part < len(node.value):
-                    return None
-                node = node.value[part]
-            else:
-                return None
+        path = tuple(path)
+        if key and path:
+            parent = self._node(path[:-1])
+            if isinstance(parent, yaml.MappingNode):
+                pair = self._children(parent).get(str(path[-1]))
+                return _mark(pair[0]) if pair is not None else None
+        node = self._node(path)
         return _mark(node) if node is not None else None
 
     def find_key(self, path: Path) -> tuple[int, int] | None:
@@ -87,13 +111,20 @@ class Locations:
     def of_value(self, path: Path) -> tuple[int, int]:
         """The value's place; falls back to the nearest enclosing place that is known."""
         p = tuple(path)
+        known = self._value_places.get(p)
+        if known is not None:
+            return known
+        asked = p
         while True:
             found = self._find(p, False)
             if found is not None:
-                return found
+                break
             if not p:
-                return (1, 1)
+                found = (1, 1)
+                break
             p = p[:-1]
+        self._value_places[asked] = found
+        return found
 
     def of_key(self, path: Path) -> tuple[int, int]:
         """The key's place (for unknown or misspelt keys); falls back to the value's."""
@@ -271,14 +302,67 @@ def _syntax_error(file: str, exc: yaml.MarkedYAMLError, text: str) -> TopologyEr
 MAX_DEPTH = 100
 
 
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+# The columns where block collections can start on a line: its indentation, then each
+# compact `- `, `? ` or `: ` entry (`- - a: b` nests three collections on one line).
+_BLOCK_LEAD = re.compile(r" *(?:[-?:](?: +|$))*")
+
+
+def _block_depth_bound(lines: list[str]) -> int:
+    """An upper bound of the block-collection nesting, from indentation.
+
+    A block collection nested in another starts further right, except a sequence that is
+    a mapping's value (same column): so the depth is at most two per column where a
+    collection can start, and those columns are at most each line's indentation plus its
+    compact entry indicators.
+    """
+    widest = max((m.end() for line in lines if (m := _BLOCK_LEAD.match(line))), default=0)
+    return 2 * widest + 2
+
+
+def _flow_depth_bound(lines: list[str]) -> int:
+    """An upper bound of the flow-collection nesting (`[`, `{`), cheaper than parsing.
+
+    Every opening bracket counts. A closing one is credited only against openings of its
+    own line, and only on a line without a quote or `#`: such a line is either all syntax,
+    or all inside one quoted or block scalar that starts and ends on other lines (its
+    brackets then nest nothing, and cancelling them among themselves lowers nothing real).
+    A generated file of thousands of one-line `{...}` mappings is then cleared without a
+    second pass of the parser over it.
+    """
+    carried = peak = 0
+    for line in lines:
+        if "[" not in line and "{" not in line:
+            continue
+        if '"' in line or "'" in line or "#" in line:
+            carried += line.count("[") + line.count("{")
+            peak = max(peak, carried)
+            continue
+        depth = top = 0
+        for ch in _BRACKETS.findall(line):
+            if ch == "[" or ch == "{":
+                depth += 1
+                top = max(top, depth)
+            elif depth:
+                depth -= 1
+        peak = max(peak, carried + top)
+        carried += depth
+    return peak
+
+
 def _too_deep(text: str) -> tuple[int, int] | None:
     """Where (line, column) the nesting first goes deeper than MAX_DEPTH, or None.
 
     Nesting needs a bracket or indentation, so most files are cleared by counting; the
     others are measured on the parser's events, which involves no recursion.
     """
-    longest = max(map(len, text.splitlines()), default=0)
+    lines = text.splitlines()
+    longest = max(map(len, lines), default=0)
     if text.count("[") + text.count("{") + 2 * longest + 2 <= MAX_DEPTH:
+        return None
+    if _flow_depth_bound(lines) + _block_depth_bound(lines) <= MAX_DEPTH:
         return None
     loader = _Loader(text)
     depth = 0

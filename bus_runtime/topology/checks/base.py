@@ -24,6 +24,7 @@ from ..model import (
     DURATION_FIELDS,
     SIZE_FIELDS,
     STREAM_FIELD_TO_API,
+    Consumer,
     Location,
 )
 from ..units import SECOND, UnitError, parse_duration, parse_size
@@ -55,6 +56,9 @@ CONSUMER_SETTINGS = (
     "concurrency",
     "handler_timeout",
 )
+
+_STREAM_ORDER = {k: i for i, k in enumerate(STREAM_SETTINGS)}
+_CONSUMER_ORDER = {k: i for i, k in enumerate(CONSUMER_SETTINGS)}
 
 NAME_KINDS: dict[KeyPath, str] = {
     ("streams",): "stream name",
@@ -97,6 +101,13 @@ class CheckerBase:
     # overlap was already checked (environments only change settings, rarely subjects).
     _topics_built: dict[tuple[str, str], tuple[list[Any], list[Any]]] = field(default_factory=dict)
     _layouts_checked: set[tuple[Any, ...]] = field(default_factory=set)
+    # The document's mapping at each layer's path (the document does not change).
+    _layer_mappings: dict[KeyPath, dict[str, Any]] = field(default_factory=dict)
+    # Consumers by their inputs (see `_build_consumer`), with the errors and warnings
+    # their build reported.
+    _consumers_built: dict[
+        tuple[Any, ...], tuple[Consumer | None, list[TopologyError], list[TopologyError]]
+    ] = field(default_factory=dict)
 
     # -- helpers ---------------------------------------------------------------------
     def err(self, path: KeyPath, message: str, *, at_key: bool = False) -> None:
@@ -125,7 +136,6 @@ class CheckerBase:
         self, env: str | None, kind: str, own: KeyPath, env_own: KeyPath | None
     ) -> dict[str, Setting]:
         builtin = BUILTIN_STREAM if kind == "stream" else BUILTIN_CONSUMER
-        names = STREAM_SETTINGS if kind == "stream" else CONSUMER_SETTINGS
         out: dict[str, Setting] = {k: Setting(v, None) for k, v in builtin.items()}
         layers: list[KeyPath] = [("defaults", kind)]
         if env is not None:
@@ -133,11 +143,25 @@ class CheckerBase:
         layers.append(own)
         if env is not None and env_own is not None:
             layers.append(env_own)
+        order = _STREAM_ORDER if kind == "stream" else _CONSUMER_ORDER
         for layer in layers:
-            mapping = self.mapping(*(str(p) for p in layer))
-            for k in names:
-                if k in mapping:
-                    out[k] = Setting(mapping[k], (*layer, k))
+            mapping = self._layer_mappings.get(layer)
+            if mapping is None:
+                mapping = self._layer_mappings[layer] = self.mapping(*(str(p) for p in layer))
+            if not mapping:
+                continue
+            # The layer's own keys that are settings, in the settings' order (a layer sets
+            # a few of the forty settings: asking for each of them costs more).
+            for k in sorted(mapping.keys() & order.keys(), key=order.__getitem__):
+                out[k] = Setting(mapping[k], (*layer, k))
+        return out
+
+    def _values(self, s: dict[str, Setting], names: tuple[str, ...]) -> dict[str, Any]:
+        """Every setting of `names`, parsed (None when unset): only the set ones are parsed."""
+        out: dict[str, Any] = dict.fromkeys(names)
+        for k in s:
+            if k in out:
+                out[k] = self._value(s, k)
         return out
 
     def _value(self, s: dict[str, Setting], key: str) -> Any:

@@ -19,6 +19,7 @@ from ..yaml_source import Path as KeyPath
 from .base import (
     BUILTIN_CONSUMER,
     CONSUMER_SETTINGS,
+    Setting,
 )
 from .references import ReferenceChecks
 
@@ -34,7 +35,17 @@ class ConsumerChecks(ReferenceChecks):
         c: dict[str, Any],
         stream_values: dict[str, Any],
         topics: dict[str, Topic],
+        stream_key: tuple[Any, ...],
     ) -> Consumer | None:
+        """The consumer of one environment; built once per distinct set of inputs.
+
+        What a consumer is depends on its stream's effective settings, its topics and its
+        own layered settings, which are key paths into the one document: an environment
+        that changes none of them (most environments change a few stream settings) gets
+        the consumer built for an earlier one, with the errors and warnings that build
+        reported (`stream_key` names the stream, its topics and where its `retention` and
+        `replicas` come from: the only settings of the stream a consumer depends on).
+        """
         cpath: KeyPath = ("streams", sname, "consumers", cname)
         cs = self._layer(
             env,
@@ -42,7 +53,29 @@ class ConsumerChecks(ReferenceChecks):
             cpath,
             ("environments", env or "", "streams", sname, "consumers", cname),
         )
-        v = {k: self._value(cs, k) for k in CONSUMER_SETTINGS}
+        key = (cname, stream_key, tuple([(k, s.path) for k, s in cs.items()]))
+        known = self._consumers_built.get(key)
+        if known is not None:
+            built, errors, warnings = known
+            self.errors += errors
+            self.warnings += warnings
+            return built
+        e0, w0 = len(self.errors), len(self.warnings)
+        consumer = self._make_consumer(sname, cname, c, stream_values, topics, cpath, cs)
+        self._consumers_built[key] = (consumer, self.errors[e0:], self.warnings[w0:])
+        return consumer
+
+    def _make_consumer(
+        self,
+        sname: str,
+        cname: str,
+        c: dict[str, Any],
+        stream_values: dict[str, Any],
+        topics: dict[str, Topic],
+        cpath: KeyPath,
+        cs: dict[str, Setting],
+    ) -> Consumer | None:
+        v = self._values(cs, CONSUMER_SETTINGS)
         if v["max_ack_pending"] == 0:
             v["max_ack_pending"] = None  # the server reads 0 as its default (1000)
         listed = c.get("topics")

@@ -10,18 +10,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-import jsonschema
-import referencing.exceptions
-from jsonschema import Draft202012Validator
-from jsonschema.validators import validator_for
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
-
 from ..yaml_source import Path as KeyPath
 from .base import (
     CheckerBase,
     did_you_mean,
 )
+
+# jsonschema and referencing are imported where a payload schema is checked: a topology
+# without payload schemas (and `natstopo validate` of it) does not pay for their import.
 
 # Keywords whose values are data, not subschemas: a `$ref` key inside them is not a reference.
 _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
@@ -35,6 +31,10 @@ def unresolvable_refs(schema: Mapping[str, Any]) -> list[str]:
     checking a payload, so a reference to a sibling file or a URL would fail every
     publish of the topic. Each problem is one line naming the reference.
     """
+    import referencing.exceptions
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
     try:
         resource = Resource.from_contents(schema, default_specification=DRAFT202012)
     except referencing.exceptions.CannotDetermineSpecification:
@@ -260,8 +260,11 @@ class ReferenceChecks(CheckerBase):
         if not isinstance(schema, dict):
             self.err(path, f"payload schema `{rel}` must be a JSON object (a JSON Schema)")
             return self._schemas[rel]
+        import jsonschema
+        from jsonschema.validators import validator_for
+
         try:
-            cls = validator_for(schema, default=Draft202012Validator)
+            cls = validator_for(schema, default=jsonschema.Draft202012Validator)
             cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from ..model import (
     DURATION_FIELDS,
@@ -15,6 +13,10 @@ from ..subjects import NAME_PATTERN, subject_problem
 from ..units import UnitError, format_duration, format_size, parse_duration, parse_size
 from ..yaml_source import Path as KeyPath
 from ..yaml_source import dotted
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
 from .base import (
     NAME_KINDS,
     CheckerBase,

@@ -87,7 +87,7 @@ class StreamChecks(ConsumerChecks):
         if spath in self.bad_paths:
             return None
         ss = settings[sname]
-        values = {k: self._value(ss, k) for k in STREAM_SETTINGS}
+        values = self._values(ss, STREAM_SETTINGS)
         if values["duplicate_window"] == 0:
             values["duplicate_window"] = None  # the server reads 0 as "its default" (2m)
         for key in ZERO_MEANS_UNLIMITED:
@@ -146,10 +146,20 @@ class StreamChecks(ConsumerChecks):
                 "originals terminated); use retention: limits",
             )
         line, col = self.locs.of_key(spath)
+        # The stream's side of a consumer's inputs: its topics (per prefix), and where the
+        # two settings a consumer is checked against come from (the values are the
+        # document's at those paths, or the built-in defaults).
+        stream_key = (
+            sname,
+            prefix,
+            ss["retention"].path if "retention" in ss else None,
+            ss["replicas"].path if "replicas" in ss else None,
+        )
+        by_name = {t.name: t for t in topics}
         consumers = [
             c
             for c in (
-                self._build_consumer(env, sname, cname, c, values, {t.name: t for t in topics})
+                self._build_consumer(env, sname, cname, c, values, by_name, stream_key)
                 for cname, c in (s.get("consumers") or {}).items()
                 if isinstance(s.get("consumers"), dict)
                 and isinstance(c, dict)

@@ -1,0 +1,152 @@
+"""Publishes and acks written straight into a nats-py connection's outgoing buffer.
+
+`Client.publish` re-validates the subject, rebuilds and re-checks each header and goes
+through two coroutines per message; for the bus's own publishes (headers it built and
+checked itself) and its acks that is about a third of the client CPU per message. The
+outbox writes the same protocol bytes (`HPUB`, `PUB`) into the same buffer, counts them in
+the same statistics and wakes the same flusher task, so ordering with nats-py's own writes
+is kept. Whenever anything is not the plain case (not connected, reconnecting or draining,
+a body over max_payload, a buffer that would need a forced flush, a subject nats-py would
+refuse, a nats-py without these internals) it answers False and the caller takes nats-py's
+own path, which raises or buffers exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+_CRLF = b"\r\n"
+_SUBJECT_INVALID = re.compile(r"[ \t\r\n]")  # as nats-py's publish check
+# What the outbox reads and writes of a connection (nats-py 2.16): without one, it is off.
+_INTERNALS = (
+    "_status",
+    "_pending",
+    "_pending_data_size",
+    "_max_pending_size",
+    "_max_payload",
+    "_flush_queue",
+    "_flusher_task",
+    "stats",
+)
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """The header block nats-py writes for `headers` whose keys and values need no cleaning.
+
+    Only for headers the bus built and checked itself (`Nats-Msg-Id` with a checked
+    event_id, a generated `traceparent`): nats-py's strip, newline removal and key check
+    would change nothing in them.
+    """
+    if len(headers) == 2:  # Nats-Msg-Id and traceparent: the usual publish
+        (k1, v1), (k2, v2) = headers.items()
+        return f"NATS/1.0\r\n{k1}: {v1}\r\n{k2}: {v2}\r\n\r\n".encode()
+    return ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+
+
+class Outbox:
+    """Writes of the plain case straight into one nats-py connection's buffer."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc: Any = nc
+        self._loop = asyncio.get_running_loop()
+        self._connected = getattr(Client, "CONNECTED", None)
+        self.enabled = self._connected is not None and all(hasattr(nc, a) for a in _INTERNALS)
+        self._subjects: set[str] = set()  # subjects seen valid
+
+    def _room(self, size: int) -> bool:
+        """True when `size` more bytes can be buffered now without nats-py's slow path."""
+        nc = self._nc
+        if nc._status != self._connected:
+            return False
+        if nc._max_pending_size > 0 and nc._pending_data_size + size > nc._max_pending_size:
+            return False  # nats-py would force a flush (and wait for it)
+        task = nc._flusher_task
+        return task is not None and not task.done() and nc._flush_queue is not None
+
+    def _append(self, parts: tuple[bytes, ...], size: int, payload_size: int) -> None:
+        nc = self._nc
+        nc._pending.extend(parts)
+        nc._pending_data_size += size
+        stats = nc.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += payload_size
+        queue = nc._flush_queue
+        if queue.empty():  # as nats-py: one wake-up of the flusher per burst of writes
+            queue.put_nowait(self._loop.create_future())
+
+    def hpub(self, subject: str, reply: str, hdr: bytes, body: bytes) -> bool:
+        """Buffer `HPUB subject reply` with a header block; False: use `Client.publish`."""
+        if not self.enabled:
+            return False
+        n = len(body)
+        if n > self._nc._max_payload:
+            return False  # nats-py raises MaxPayloadError
+        if subject not in self._subjects:
+            if not subject or _SUBJECT_INVALID.search(subject):
+                return False  # nats-py raises BadSubjectError
+            if len(self._subjects) < 10_000:
+                self._subjects.add(subject)
+        hl = len(hdr)
+        head = f"HPUB {subject} {reply} {hl} {hl + n}\r\n".encode()
+        size = len(head) + hl + n + 2
+        if not self._room(size):
+            return False
+        self._append((head, hdr, body, _CRLF), size, n)
+        return True
+
+    def ack(self, msg: Msg) -> bool:
+        """Buffer the ack of a JetStream message (as `Msg.ack`); False: use `Msg.ack`."""
+        reply = msg.reply
+        if not self.enabled or not reply or msg._ackd:
+            return False  # Msg.ack raises NotJSMessageError / MsgAlreadyAckdError
+        cmd = f"PUB {reply} 0\r\n\r\n".encode()
+        if not self._room(len(cmd)):
+            return False
+        self._append((cmd,), len(cmd), 0)
+        msg._ackd = True
+        return True
+
+
+class DirectDelivery(asyncio.Queue):  # type: ignore[type-arg]
+    """A subscription's message queue that hands each message to a synchronous handler at
+    once, inside nats-py's read loop, instead of queueing it for the subscription's task
+    (a queue put, a task switch and a coroutine per message).
+
+    For handlers that never wait (the publisher's PubAck handler): nothing is ever queued,
+    so `join` (drain, unsubscribe) returns at once and the subscription's task waits
+    idle until it is cancelled with the subscription. A handler's exception is handed to
+    `on_error`, never to the read loop.
+    """
+
+    def __init__(
+        self, sub: Any, handler: Callable[[Any], None], on_error: Callable[[Any, Exception], None]
+    ) -> None:
+        super().__init__()
+        self._sub = sub
+        self._handler = handler
+        self._on_error = on_error
+
+    def put_nowait(self, item: Any) -> None:
+        self._sub._pending_size -= len(item.data)  # as the subscription's task does
+        try:
+            self._handler(item)
+        except Exception as exc:
+            self._on_error(item, exc)
+
+
+def deliver_directly(
+    sub: Any, handler: Callable[[Any], None], on_error: Callable[[Any, Exception], None]
+) -> bool:
+    """Make `sub` (a nats-py Subscription) hand its messages to `handler` at once; False
+    (nothing changed) when the subscription is not what this nats-py version is known to be."""
+    queue = getattr(sub, "_pending_queue", None)
+    if type(queue) is not asyncio.Queue or not hasattr(sub, "_pending_size") or queue.qsize():
+        return False
+    sub._pending_queue = DirectDelivery(sub, handler, on_error)
+    return True
