@@ -22,6 +22,21 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 _CRLF = b"\r\n"
+
+
+def _known_client() -> bool:
+    """The nats-py release whose internals the outbox was written against and is tested
+    on; any other takes nats-py's own paths (slower, never wrong)."""
+    try:
+        from importlib.metadata import version
+
+        return version("nats-py").startswith(_TESTED_NATS_PY)
+    except Exception:
+        return False
+
+
+_TESTED_NATS_PY = "2.16."
+_KNOWN_CLIENT = _known_client()
 _SUBJECT_INVALID = re.compile(r"[ \t\r\n]")  # as nats-py's publish check
 # What the outbox reads and writes of a connection (nats-py 2.16): without one, it is off.
 _INTERNALS = (
@@ -56,7 +71,11 @@ class Outbox:
         self._nc: Any = nc
         self._loop = asyncio.get_running_loop()
         self._connected = getattr(Client, "CONNECTED", None)
-        self.enabled = self._connected is not None and all(hasattr(nc, a) for a in _INTERNALS)
+        self.enabled = (
+            _KNOWN_CLIENT
+            and self._connected is not None
+            and all(hasattr(nc, a) for a in _INTERNALS)
+        )
         self._subjects: set[str] = set()  # subjects seen valid
 
     def _room(self, size: int) -> bool:
@@ -146,7 +165,12 @@ def deliver_directly(
     """Make `sub` (a nats-py Subscription) hand its messages to `handler` at once; False
     (nothing changed) when the subscription is not what this nats-py version is known to be."""
     queue = getattr(sub, "_pending_queue", None)
-    if type(queue) is not asyncio.Queue or not hasattr(sub, "_pending_size") or queue.qsize():
+    if (
+        not _KNOWN_CLIENT
+        or type(queue) is not asyncio.Queue
+        or not hasattr(sub, "_pending_size")
+        or queue.qsize()
+    ):
         return False
     sub._pending_queue = DirectDelivery(sub, handler, on_error)
     return True
