@@ -370,3 +370,28 @@ async def test_a_handler_may_take_the_delivery(backend: Backend, tmp_path: Path)
     assert last.stream_seq == 1 and last.max_deliver == 3
     assert last.replayed_from is None and last.schema_error is None
     assert await backend.messages("DLQ") == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["dlq", "list", "--limit", "0"], "expected at least 1"),
+        (["dlq", "list", "--limit", "-1"], "expected at least 1"),
+        (["dlq", "list", "--since", "99999999d"], "before year 1"),
+        (["dlq", "replay", "--seq", "1", "--all"], "exclude each other"),
+        (["dlq", "purge", "--seq", "1", "--all"], "exclude each other"),
+    ],
+)
+def test_dlq_arguments_that_cannot_mean_anything_are_refused_before_connecting(
+    tmp_path: Path, argv: list[str], words: str
+) -> None:
+    path = write_topology(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = natstopo([*argv, "-s", "nats://127.0.0.1:1", str(path)])
+        except SystemExit as exc:  # argparse's own exit
+            code = int(exc.code or 0)
+    assert code != 0
+    assert words in err.getvalue(), err.getvalue()
+    assert "Traceback" not in err.getvalue()

@@ -171,6 +171,48 @@ async def test_data_that_is_not_a_json_object_is_refused(
     assert await backend.messages("JOBS") == []
 
 
+@pytest.mark.parametrize("tokens", [[1], [b"iris"], [None], 7])
+async def test_tokens_that_are_not_strings_are_a_setup_error(
+    backend: Backend, tmp_path: Path, tokens: Any
+) -> None:
+    bus = await backend.started(write_topology(tmp_path))
+    with pytest.raises(SetupError, match="tokens"):
+        await bus.publish("firm.*.synced", job(1), tokens=tokens)
+    assert await backend.messages("JOBS") == []
+
+
+async def test_data_nested_too_deeply_is_refused_not_a_recursion_error(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = write_topology(tmp_path)
+    path.write_text(path.read_text().replace("        schema: job.json\n", ""))
+    bus = await backend.started(path)
+    deep: dict[str, Any] = {"n": 1}
+    for _ in range(5000):
+        deep = {"n": 1, "x": deep}
+    with pytest.raises(PayloadValidationError, match=r"nested too deeply|not JSON"):
+        await bus.publish("job.created", EventPayload(data=deep, actor="a", tenant_id="t"))
+    assert await backend.messages("JOBS") == []
+
+
+def test_an_unknown_connect_option_is_a_setup_error_at_construction(tmp_path: Path) -> None:
+    path = write_topology(tmp_path)
+    with pytest.raises(SetupError, match=r"`conect_timeout` \(did you mean `connect_timeout`\?\)"):
+        NATSEventBus(
+            "nats://127.0.0.1:1",
+            topology=str(path),
+            service="svc-a",
+            connect_options={"conect_timeout": 1},
+        )
+    # a keyword nats.connect takes is fine
+    NATSEventBus(
+        "nats://127.0.0.1:1",
+        topology=str(path),
+        service="svc-a",
+        connect_options={"ping_interval": 5},
+    )
+
+
 async def test_a_dict_instead_of_an_event_payload_is_refused(
     backend: Backend, tmp_path: Path
 ) -> None:

@@ -127,6 +127,12 @@ class PublishTarget:
                     f"got {len(tokens)}"
                 )
             return self.subject
+        for token in tokens:
+            if type(token) is not str:
+                raise SetupError(
+                    f"`tokens` of topic `{self.topic.name}` must be strings (subject tokens), "
+                    f"got {token!r} ({type(token).__name__})"
+                )
         return self.topic.subject_for(*tokens)
 
 
@@ -253,12 +259,16 @@ class ServiceBinding:
                 schema=False,
             )
         schema = target.schema
-        if schema is not None and not schema.check(data):
-            schema.validate(data)
         try:
+            if schema is not None and not schema.check(data):
+                schema.validate(data)
             body = encode_envelope(topic_name, payload, target.schema_stamp)
         except (TypeError, ValueError) as exc:
             raise PayloadValidationError(topic_name, f"not JSON: {exc}", schema=False) from exc
+        except RecursionError:
+            raise PayloadValidationError(
+                topic_name, "`data` is nested too deeply to check and encode", schema=False
+            ) from None
         headers = {MSG_ID_HEADER: event_id}
         if payload.trace_id:
             headers[TRACEPARENT_HEADER] = traceparent_for(payload.trace_id)

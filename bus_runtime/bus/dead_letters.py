@@ -140,6 +140,10 @@ def parse_when(text: str, now: datetime.datetime | None = None) -> datetime.date
         return now - datetime.timedelta(microseconds=parse_duration(text) / 1000)
     except UnitError:
         pass
+    except (OverflowError, ValueError):
+        raise BusError(
+            f"{text!r} ago is before year 1: give a shorter duration or an RFC 3339 time"
+        ) from None
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:

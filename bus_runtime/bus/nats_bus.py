@@ -94,6 +94,26 @@ _OPTIONS = (
 )
 
 
+def _check_connect_options(options: dict[str, Any]) -> None:
+    """Refuse at construction what `nats.connect` would refuse at `start()` with a raw
+    TypeError: a keyword it does not take (read from its signature)."""
+    import inspect
+
+    known = set(inspect.signature(Client.connect).parameters) - {"self"}
+    unknown = sorted(k for k in options if k not in known)
+    if unknown:
+        from difflib import get_close_matches
+
+        hints = [
+            f"`{k}`"
+            + (f" (did you mean `{m[0]}`?)" if (m := get_close_matches(k, known, 1)) else "")
+            for k in unknown
+        ]
+        raise SetupError(
+            f"`connect_options` has keyword(s) nats.connect does not take: {', '.join(hints)}"
+        )
+
+
 class NATSEventBus:
     """The event bus of one service of a topology, on NATS JetStream.
 
@@ -169,6 +189,7 @@ class NATSEventBus:
         if metrics is not None and not isinstance(metrics, BusMetrics):
             raise SetupError(f"`metrics` must be a BusMetrics, got {type(metrics).__name__}")
         self.connect_options = mapping_argument("connect_options", connect_options)
+        _check_connect_options(self.connect_options)
         self.topology = resolve_topology(topology_argument("NATSEventBus", topology), environment)
         self.service = service_argument("NATSEventBus", service)
         self.binding = ServiceBinding(self.topology, service)

@@ -105,7 +105,10 @@ def tokens_argument(tokens: Sequence[str]) -> tuple[str, ...]:
             f"`tokens` must be a list of subject tokens, got the string {tokens!r} "
             f"(write tokens=[{tokens!r}])"
         )
-    return tuple(tokens)
+    try:
+        return tuple(tokens)
+    except TypeError:
+        raise SetupError(f"`tokens` must be a list of strings, got {tokens!r}") from None
 
 
 def incomplete_consumer_text(consumer: str, missing: Sequence[str]) -> str:

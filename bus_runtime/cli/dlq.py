@@ -67,7 +67,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def _require_scope(args: argparse.Namespace, action: str) -> bool:
+    if args.all and args.seq:
+        print(
+            f"natstopo dlq {action}: error: --seq and --all exclude each other (--seq: those "
+            "dead letters; --all: every one the filters select)",
+            file=sys.stderr,
+        )
+        return False
     if not args.all and not args.seq:
         print(
             f"natstopo dlq {action}: error: give --seq N (repeatable) or --all (with the filters, "
@@ -192,11 +210,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
         q.set_defaults(func=func)
         if name == "list":
-            q.add_argument("--limit", type=int, default=None, help="at most N dead letters")
+            q.add_argument(
+                "--limit", type=_positive, default=None, help="at most N dead letters (N >= 1)"
+            )
             q.add_argument("--format", choices=["text", "json"], default="text")
             continue
         q.add_argument(
-            "--seq", type=int, action="append", default=None, help="dead letter sequence"
+            "--seq", type=_positive, action="append", default=None, help="dead letter sequence"
         )
         q.add_argument("--all", action="store_true", help="every dead letter the filters select")
         q.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
