@@ -259,6 +259,8 @@ def test_the_source_documents_constructor_gives_setup_error(tmp_path: Path) -> N
         NATSEventBus("nats://x", topology=path, service="svc-a", stop_timout=1)  # type: ignore[call-arg]
     with pytest.raises(SetupError, match=r"`publish_timeout` must be more than 0 seconds"):
         NATSEventBus("nats://x", topology=path, service="svc-a", publish_timeout=0)
+    with pytest.raises(SetupError, match=r"`stop_timeout` must be a finite number of seconds"):
+        NATSEventBus("nats://x", topology=path, service="svc-a", stop_timeout=float("inf"))
     with pytest.raises(SetupError, match=r"`max_in_flight` must be an integer of at least 1"):
         NATSEventBus("nats://x", topology=path, service="svc-a", max_in_flight=0)
     with pytest.raises(SetupError, match=r"`servers` must be a NATS URL"):

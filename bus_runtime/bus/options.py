@@ -47,8 +47,13 @@ def seconds(name: str, value: object, *, minimum: float = 0.0, allow_equal: bool
     """`value` as seconds, greater than `minimum` (or equal when `allow_equal`)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise SetupError(f"`{name}` must be a number of seconds, got {value!r}")
+    if math.isinf(value):
+        raise SetupError(
+            f"`{name}` must be a finite number of seconds, got {value!r} (a bound that never "
+            "ends would let a stop or a start hang)"
+        )
     ok = value >= minimum if allow_equal else value > minimum
-    if not ok or math.isinf(value):
+    if not ok:
         relation = "at least" if allow_equal else "more than"
         raise SetupError(f"`{name}` must be {relation} {minimum:g} seconds, got {value!r}")
     return float(value)
