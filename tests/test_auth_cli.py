@@ -106,3 +106,43 @@ def test_show_prints_the_permissions(capsys: pytest.CaptureFixture[str]) -> None
     assert text.startswith("svc-ocr (inbox _INBOX.svc-ocr)\n  publish    jobs.extract.requested\n")
     assert main(["auth", "show", SHIPPED, "--service", "nobody"]) == 1
     assert "unknown identity: nobody" in capsys.readouterr().err
+
+
+def _render(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["auth", "render", str(SHIPPED), "--bcrypt-cost", "4", *argv])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_render_refuses_what_would_reuse_replace_or_break_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = tmp_path / "dev"
+    assert _render(capsys, "--env", "dev", "--out", str(dev))[0] == 0
+    before = read_env_file(dev / "svc-ocr.env")["NATS_PASSWORD"]
+    # another environment into the same folder: would relabel dev's passwords as prod's
+    code, err = _render(capsys, "--env", "prod", "--out", str(dev))
+    assert code != 0 and "into a folder of its own" in err, err
+    # the state file lost: every credential would be replaced
+    state = (dev / "identities.json").read_text()
+    (dev / "identities.json").unlink()
+    code, err = _render(capsys, "--env", "dev", "--out", str(dev))
+    assert code != 0 and "no identities.json" in err, err
+    (dev / "identities.json").write_text(state)
+    assert read_env_file(dev / "svc-ocr.env")["NATS_PASSWORD"] == before  # nothing replaced
+    # a domain that is not one subject token would break the server's config
+    for domain in ("x.>", "a b", 'x"y', ">"):
+        code, err = _render(capsys, "--env", "dev", "--out", str(dev), "--domain", domain)
+        assert code != 0 and "one subject token" in err, (domain, err)
+    # an --out that cannot be a folder: one line, no traceback
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file", tmp_path / "file" / "below"):
+        code, err = _render(capsys, "--env", "dev", "--out", str(out))
+        assert code != 0 and "cannot write the credentials folder" in err, err
+        assert "Traceback" not in err
+    # a loose existing folder is made 0700
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    assert _render(capsys, "--env", "dev", "--out", str(loose))[0] == 0
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700

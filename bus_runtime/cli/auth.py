@@ -21,16 +21,23 @@ from .common import EXIT_OK, add_topology_args, load_args_topology
 def _render(args: argparse.Namespace) -> int:
     topology = load_args_topology(args)
     store = CredentialStore(args.out)
-    result = store.render(
-        topology,
-        mode=args.mode,
-        rotate=args.rotate,
-        retire=args.retire,
-        server_url=args.server,
-        cost=args.bcrypt_cost,
-        account=args.account,
-        domain=args.domain,
-    )
+    try:
+        result = store.render(
+            topology,
+            mode=args.mode,
+            rotate=args.rotate,
+            retire=args.retire,
+            server_url=args.server,
+            cost=args.bcrypt_cost,
+            account=args.account,
+            domain=args.domain,
+        )
+    except OSError as exc:  # a missing parent, a file where the folder should be, no access
+        where = exc.filename or args.out
+        raise SetupError(
+            f"--out {args.out}: cannot write the credentials folder ({where}: "
+            f"{exc.strerror or exc}); give a folder that exists or can be made"
+        ) from None
     services = len(topology.services)
     print(
         f"wrote {result.auth_file} (account {args.account or topology.name}: {services} "

@@ -468,6 +468,7 @@ class CredentialStore:
                 f"{', '.join(f'`{b}`' for b in both)}: rotate and retire in two steps "
                 "(retire only once every client uses the new credential)"
             )
+        self._check_folder_is_for(topology)
         old_mode, state = self.load_state()
         if old_mode is not None and old_mode != mode:
             raise SetupError(
@@ -475,6 +476,8 @@ class CredentialStore:
             )
         (_bcrypt if mode == PASSWORD else _nkeys)()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.directory.stat().st_mode & 0o077:
+            self.directory.chmod(0o700)  # it holds secrets: nobody else may list or read it
         result = RenderResult(self.directory, self.auth_path)
         for identity in identities:
             gens = state.get(identity, [])
@@ -513,6 +516,34 @@ class CredentialStore:
         text = render_authorization(topology, credentials, account=account, domain=domain)
         _write_if_changed(self.auth_path, text)
         return result
+
+    def _check_folder_is_for(self, topology: Topology) -> None:
+        """Refuse a folder holding another topology's or environment's credentials (they
+        would be reused under a new label: credentials are per service and environment),
+        and env files without their state file (every credential would be replaced)."""
+        if not self.state_path.exists():
+            stray = sorted(self.directory.glob("*.env")) if self.directory.is_dir() else []
+            if stray:
+                raise SetupError(
+                    f"{self.directory} holds env files ({stray[0].name} ...) but no "
+                    f"{STATE_FILE}: rendering would replace every credential; restore "
+                    f"{STATE_FILE}, or render into an empty folder"
+                )
+            return
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # load_state says what is wrong with it
+        if not isinstance(data, dict):
+            return
+        held = (data.get("topology"), data.get("environment"))
+        if held != (topology.name, topology.environment):
+            raise SetupError(
+                f"{self.directory} holds the credentials of topology `{held[0]}`, environment "
+                f"`{held[1] or 'base'}`; render `{topology.name}` environment "
+                f"`{topology.environment or 'base'}` into a folder of its own (credentials "
+                "are made per service and environment, never shared)"
+            )
 
     def _save_state(
         self, topology: Topology, mode: str, state: Mapping[str, Sequence[Generation]]

@@ -19,6 +19,7 @@ against real servers.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -228,6 +229,22 @@ def monitor_permissions(identity: str = MONITOR) -> Permissions:
     return Permissions(tuple(publish), (f"{prefix}.>",), prefix)
 
 
+_DOMAIN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_domain(domain: str | None) -> None:
+    """A JetStream domain is one subject token (`$JS.<domain>.API`, `$JS.ACK.<domain>...`).
+
+    Raises:
+        SetupError: It holds a dot, a wildcard, a space or a quote.
+    """
+    if domain is not None and not _DOMAIN.fullmatch(domain):
+        raise SetupError(
+            f"JetStream domain {domain!r} must be one subject token (letters, digits, `_`, "
+            "`-`): no dots, wildcards, spaces or quotes"
+        )
+
+
 def all_permissions(
     topology: Topology, *, account: str | None = None, domain: str | None = None
 ) -> dict[str, Permissions]:
@@ -237,6 +254,7 @@ def all_permissions(
         SetupError: A service has a reserved name.
     """
     check_identity_names(topology)
+    check_domain(domain)
     out = {
         s.name: service_permissions(topology, s.name, account=account, domain=domain)
         for s in topology.services
