@@ -926,6 +926,26 @@ async def test_the_cli_provisions_with_the_admin_env_file(
     assert await asyncio.to_thread(main, ["drift", *argv[1:]]) == 0
 
 
+async def test_the_cli_with_a_service_env_file_says_the_server_refused_it(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`natstopo plan` run with a service's credentials: the server's refusal, named at the
+    first timeout, not "no answer within 10s (3 attempts)"."""
+    from bus_runtime.cli.main import main
+
+    server, _topology, store = provisioned
+    for key, value in read_env_file(store.env_path("svc-ocr")).items():
+        monkeypatch.setenv(key, value)
+    argv = ["plan", str(SHIPPED), "--env", "dev", "--server", server.url]
+    code = await asyncio.to_thread(main, argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "refused by the server's permissions" in err and "admin" in err, err
+    assert "3 attempts" not in err and "Traceback" not in err
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known hole (docs/security.md): the server sends its answer to an ack with a "

@@ -46,8 +46,8 @@ from .._errors import (
 from ..jetstream.api import JetStreamApi
 from ..jetstream.connect import ConnectOptions, new_client, split_servers
 from ..jetstream.connect import _reason as connect_reason
+from ..jetstream.violations import permission_violation
 from ..security.permissions import inbox_prefix as service_inbox
-from ..security.violations import permission_violation
 from ..topology.model import Topology
 from .binding import ServiceBinding, resolve_topology
 from .contract import HANDLING, ContextHandler, Handler, handler_arity, stop_outside_handlers

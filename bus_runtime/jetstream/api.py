@@ -18,6 +18,7 @@ from nats.errors import NoRespondersError
 from nats.js.client import JetStreamContext
 
 from .._errors import ReconcileError
+from .violations import refused
 
 # The JetStream API's error codes that mean "not there".
 STREAM_NOT_FOUND = 10059
@@ -89,6 +90,13 @@ class JetStreamApi:
                     f"JetStream is not enabled on the server (no responder for {full})"
                 ) from exc
             except TimeoutError as exc:
+                why = refused(self.nc, full)
+                if why is not None:  # asking again cannot help
+                    raise ReconcileError(
+                        f"{full}: refused by the server's permissions for this connection's "
+                        "identity (plan, apply, drift and import need the admin's: "
+                        "`natstopo auth render` writes admin.env)"
+                    ) from why
                 # A cluster electing a leader answers late; creates and updates are
                 # idempotent for the same config, so asking again is safe.
                 if not last:

@@ -33,6 +33,7 @@ from nats.errors import Error as NatsError
 
 from .._errors import ConnectError
 from .api import api_prefix
+from .violations import record_violation
 
 DEFAULT_SERVER = "nats://127.0.0.1:4222"
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -364,8 +365,12 @@ async def connect(options: ConnectOptions | None = None) -> Client:
     """
     options = options or ConnectOptions.from_env()
     errors: list[BaseException] = []
+    client = new_client(options)
 
     async def on_error(exc: Exception) -> None:
+        # A refused request is dropped and only times out: keep the server's reason for it.
+        if record_violation(client, exc):
+            return
         # nats-py would log each failed attempt with a traceback; keep them for the message.
         errors.append(exc)
 
@@ -379,7 +384,6 @@ async def connect(options: ConnectOptions | None = None) -> Client:
         "error_cb": on_error,
     }
     kwargs.update(options.auth_kwargs())
-    client = new_client(options)
     try:
         await client.connect(**kwargs)  # type: ignore[arg-type]
         return client
