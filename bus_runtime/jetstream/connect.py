@@ -393,5 +393,9 @@ async def connect(options: ConnectOptions | None = None) -> Client:
         reasons = [_reason(e, options.connect_timeout) for e in (*errors, exc)]
         auth = [r for r in reasons if r.startswith("authorization failed")]
         tls_refused = [r for r in reasons if r.startswith("TLS is required")]
-        reason = (auth or tls_refused or [reasons[-2] if errors else reasons[-1]])[0]
+        # With TLS 1.3 a server refusing the client's certificate closes the connection after
+        # the client's side of the handshake: one attempt reads the alert, another only a
+        # broken pipe. The handshake failure seen on any attempt is the reason.
+        tls_failed = [r for r in reasons if r.startswith("TLS handshake failed")]
+        reason = (auth or tls_refused or tls_failed or [reasons[-2] if errors else reasons[-1]])[0]
         raise ConnectError(options.shown_servers, options.redact(reason)) from exc
