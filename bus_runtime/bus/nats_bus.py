@@ -46,7 +46,7 @@ from .._errors import (
 from ..jetstream.api import JetStreamApi
 from ..jetstream.connect import ConnectOptions, new_client, split_servers
 from ..jetstream.connect import _reason as connect_reason
-from ..jetstream.violations import permission_violation
+from ..jetstream.violations import permission_violation, record_violation
 from ..security.permissions import inbox_prefix as service_inbox
 from ..topology.model import Topology
 from .binding import ServiceBinding, resolve_topology
@@ -484,6 +484,8 @@ class NATSEventBus:
     async def _on_error(self, exc: Exception) -> None:
         violation = permission_violation(exc, self.service, self._subjects())
         if violation is not None:
+            if self.nc is not None:  # a JetStream request it refused then fails at once
+                record_violation(self.nc, exc)
             self._refused(violation)
             return
         if self._state == "starting":
