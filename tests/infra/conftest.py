@@ -28,3 +28,9 @@ def fresh_loop() -> Iterator[asyncio.AbstractEventLoop]:
     finally:
         loop.close()
         asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def loop(fresh_loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    """`fresh_loop` under the name the authorization and TLS tests drive it by."""
+    return fresh_loop

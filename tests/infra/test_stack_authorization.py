@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,17 +35,6 @@ NO_SERVER = {"natstopo:provisioner": "none"}
 
 def _ids(binaries: list[ServerBinary]) -> list[str]:
     return [".".join(map(str, b.version)) for b in binaries]
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        yield loop
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
 
 
 @dataclass

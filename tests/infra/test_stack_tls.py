@@ -16,7 +16,6 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +40,6 @@ TLS_ON = {"natstopo:cluster": None}  # replaced per test: the stack's cluster pl
 
 def _ids(binaries: list[ServerBinary]) -> list[str]:
     return [".".join(map(str, b.version)) for b in binaries]
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        yield loop
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
 
 
 def with_tls(stack: str, tls: dict[str, Any]) -> dict[str, Any]:
