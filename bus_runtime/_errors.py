@@ -250,6 +250,14 @@ class PermissionViolationError(BusError):
             if service
             else ""
         )
+        if service and subject.upper().startswith("$JS.API."):
+            # natstopo's authorization gives a service JetStream's API under another prefix
+            hint = (
+                f" (a service reaches JetStream's API under `$NATSTOPO.API` in its own "
+                "account: set NATS_JS_API_PREFIX=$NATSTOPO.API, as the env file of "
+                f"`natstopo auth render` and the service's Secret do; `natstopo auth show "
+                f"--service {service}` lists what it may use)"
+            )
         super().__init__(
             f"the server refused {who} to {verb} `{subject}`{group}: its credentials do not "
             f"allow it{hint}"

@@ -11,7 +11,9 @@ With `natstopo:authorization` (the default) every identity of the topology (each
   This is `random.RandomPassword` with its `bcrypt_hash`, without a provider plugin: the
   engine built here has none for pulumi-random and downloads nothing.
 - a Kubernetes Secret `<cluster>-creds-<identity>` (`NATS_USER`, `NATS_PASSWORD`,
-  `NATS_INBOX_PREFIX`, `NATS_URL`) holding the newest generation, for the identity's pods;
+  `NATS_INBOX_PREFIX`, `NATS_URL`, and for a service `NATS_JS_API_PREFIX`: its account
+  reaches JetStream through imports under that prefix) holding the newest generation,
+  for the identity's pods;
 
 and one Secret `<cluster>-auth` holds the servers' authorization include (`auth.conf`,
 bcrypt hashes only, from `render_authorization`), mounted at `AUTH_DIR` and included by
@@ -42,6 +44,9 @@ BCRYPT_COST = 11
 # Inputs whose change makes a new credential (a new password): a replace.
 IDENTITY_INPUTS = ("identity", "generation")
 SECRET_KEYS = ("NATS_USER", "NATS_PASSWORD", "NATS_INBOX_PREFIX", "NATS_URL")
+
+
+API_PREFIX_KEY = "NATS_JS_API_PREFIX"
 
 
 def identities(topology: Topology) -> list[str]:
@@ -77,9 +82,14 @@ def auth_conf(topology: Topology, hashes: Mapping[str, Sequence[tuple[int, str]]
     )
 
 
-def env_values(identity: str, user: str, password: str, url: str) -> dict[str, str]:
+def env_values(
+    identity: str, user: str, password: str, url: str, api_prefix: str | None = None
+) -> dict[str, str]:
     """The `NATS_*` variables of one identity (the keys of its Secret and `.env` file)."""
-    return dict(zip(SECRET_KEYS, (user, password, inbox_prefix(identity), url), strict=True))
+    out = dict(zip(SECRET_KEYS, (user, password, inbox_prefix(identity), url), strict=True))
+    if api_prefix is not None:
+        out[API_PREFIX_KEY] = api_prefix
+    return out
 
 
 # --------------------------------------------------------------------------- the credential
@@ -147,9 +157,11 @@ class Credential(pulumi.dynamic.Resource):
 # --------------------------------------------------------------------------- the component
 
 
-def _secret_values(identity: str, cred: Credential, url: str) -> pulumi.Output[dict[str, str]]:
+def _secret_values(
+    identity: str, cred: Credential, url: str, api_prefix: str | None
+) -> pulumi.Output[dict[str, str]]:
     def values(up: list[str]) -> dict[str, str]:
-        return env_values(identity, up[0], up[1], url)
+        return env_values(identity, up[0], up[1], url, api_prefix)
 
     out: pulumi.Output[dict[str, str]] = pulumi.Output.all(cred.user, cred.password).apply(values)
     return pulumi.Output.secret(out)
@@ -215,13 +227,16 @@ class StackCredentials(pulumi.ComponentResource):
 
         made: dict[str, list[tuple[int, Credential]]] = {}
         self.secrets = {}
-        for identity in identities(topology):
+        perms = all_permissions(topology)
+        for identity in perms:
             gens = args["generations"].get(identity, (1,))
             made[identity] = [
                 (g, Credential(f"credential-{identity}-{g}", identity, g, opts=child)) for g in gens
             ]
             newest = made[identity][-1][1]
-            values = _secret_values(identity, newest, args["client_url"])
+            values = _secret_values(
+                identity, newest, args["client_url"], perms[identity].api_prefix
+            )
             self.secrets[identity] = secret_name(cluster, identity)
             k8s.core.v1.Secret(
                 f"{name}-{identity}",

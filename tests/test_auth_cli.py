@@ -100,10 +100,26 @@ def test_show_prints_the_permissions(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["auth", "show", SHIPPED, "--service", "svc-ocr", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     p = service_permissions(load_topology(SHIPPED), "svc-ocr")
-    assert data == {"svc-ocr": {**p.to_dict(), "inbox_prefix": "_INBOX.svc-ocr"}}
+    got = data["svc-ocr"]
+    assert {k: got[k] for k in ("publish", "subscribe")} == p.to_dict()
+    assert (got["inbox_prefix"], got["account"], got["api_prefix"]) == (
+        "_INBOX.svc-ocr",
+        "tax-agent-svc-ocr",
+        "$NATSTOPO.API",
+    )
+    assert [i["local"] for i in got["imports"]] == got["publish"]
+    assert {
+        "subject": "$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.ocr-worker",
+        "local": "$NATSTOPO.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.ocr-worker",
+        "stream_response": True,
+    } in got["imports"]
     assert main(["auth", "show", SHIPPED, "--service", "svc-ocr"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("svc-ocr (inbox _INBOX.svc-ocr)\n  publish    jobs.extract.requested\n")
+    assert text.startswith(
+        "svc-ocr (account tax-agent-svc-ocr, inbox _INBOX.svc-ocr, JetStream API $NATSTOPO.API)\n"
+        "  publish    jobs.extract.requested\n"
+    )
+    assert "  imports    each publish subject from account tax-agent " in text
     assert main(["auth", "show", SHIPPED, "--service", "nobody"]) == 1
     assert "unknown identity: nobody" in capsys.readouterr().err
 

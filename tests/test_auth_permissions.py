@@ -22,6 +22,7 @@ from bus_runtime.security import (
     account_hash,
     all_permissions,
     connect_kwargs,
+    jetstream_exports,
     permission_violation,
     read_env_file,
     render_authorization,
@@ -46,16 +47,48 @@ def test_the_permissions_of_svc_ocr_as_rendered(topology) -> None:  # type: igno
         "jobs.extract.requested",
         "tax.document.ocr_completed",
         "dlq.TAX_AGENT_JOBS.jobs.ocr.requested",
-        "$JS.API.STREAM.INFO.TAX_AGENT_JOBS",
-        "$JS.API.STREAM.INFO.TAX_AGENT_EVENTS",
-        "$JS.API.STREAM.INFO.TAX_AGENT_DLQ",
-        "$JS.API.CONSUMER.INFO.TAX_AGENT_JOBS.ocr-worker",
-        "$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.ocr-worker",
+        "$NATSTOPO.API.STREAM.INFO.TAX_AGENT_JOBS",
+        "$NATSTOPO.API.STREAM.INFO.TAX_AGENT_EVENTS",
+        "$NATSTOPO.API.STREAM.INFO.TAX_AGENT_DLQ",
+        "$NATSTOPO.API.CONSUMER.INFO.TAX_AGENT_JOBS.ocr-worker",
+        "$NATSTOPO.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.ocr-worker",
         "$JS.ACK.TAX_AGENT_JOBS.ocr-worker.>",
         f"$JS.ACK._.{account_hash('tax-agent')}.TAX_AGENT_JOBS.ocr-worker.>",
     )
     assert p.subscribe == ("_INBOX.svc-ocr.>",)
     assert p.inbox_prefix == "_INBOX.svc-ocr"
+    assert p.account == "tax-agent-svc-ocr" and p.api_prefix == "$NATSTOPO.API"
+    # What it publishes in its own account is exactly what its account imports; the API
+    # under the local prefix, everything else under its own name.
+    assert tuple(i.local for i in p.imports) == p.publish
+    for i in p.imports:
+        if i.local.startswith("$NATSTOPO.API."):
+            assert i.subject == "$JS.API." + i.local.removeprefix("$NATSTOPO.API.")
+        else:
+            assert i.subject == i.local
+    assert [i.local for i in p.imports if i.stream_response] == [
+        "$NATSTOPO.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.ocr-worker"
+    ]
+
+
+def test_the_jetstream_account_exports_each_import_to_its_importers_only(topology) -> None:  # type: ignore[no-untyped-def]
+    perms = all_permissions(topology)
+    exports = {e.subject: e for e in jetstream_exports(perms)}
+    wanted: dict[str, set[str]] = {}
+    for p in perms.values():
+        for i in p.imports:
+            wanted.setdefault(i.subject, set()).add(p.account)
+    assert {s: set(e.accounts) for s, e in exports.items()} == wanted
+    assert exports["tax.document.uploaded"].accounts == (
+        "tax-agent-svc-ingestion",
+        "tax-agent-svc-firm-connectors",
+        "tax-agent-svc-rpa",
+    )
+    assert perms[ADMIN].account == "tax-agent" and not perms[ADMIN].imports
+    assert perms[MONITOR].account == "SYS"
+    # Every identity has an account of its own: the admin JetStream's, the monitor SYS.
+    accounts = [p.account for p in perms.values()]
+    assert len(set(accounts)) == len(accounts)
 
 
 def test_account_hash_is_the_servers() -> None:
@@ -82,7 +115,7 @@ def test_every_service_gets_what_it_declares_and_nothing_of_another(topology) ->
             assert bool(uses) == ((c.stream, c.name) in own), (svc.name, c.name, uses)
         # No wildcard on the JetStream API: every API subject names one asset.
         for s in p.publish:
-            if s.startswith("$JS.API."):
+            if s.startswith("$NATSTOPO.API."):
                 assert "*" not in s and ">" not in s, s
         assert p.subscribe == (f"_INBOX.{svc.name}.>",)
         # The dead letters it may write are those of its own consumers' subjects only.
@@ -99,7 +132,8 @@ def test_the_admin_manages_and_never_reads(topology) -> None:  # type: ignore[no
     p = all_permissions(topology)[ADMIN]
     forbidden = ("MSG.GET", "DIRECT", "MSG.NEXT", "PURGE", "MSG.DELETE", "SNAPSHOT", "$JS.ACK")
     assert not [s for s in p.publish if any(f in s for f in forbidden)]
-    assert p.subscribe == ("_INBOX.admin.>",)
+    # every inbox of the JetStream account, where no service's inbox is
+    assert p.subscribe == ("_INBOX.>",) and p.inbox_prefix == "_INBOX.admin"
 
 
 def test_a_service_named_like_an_own_identity_is_refused(tmp_path: Path) -> None:
@@ -163,7 +197,11 @@ def test_the_rendered_file_holds_two_users_during_a_rotation(topology) -> None: 
     )
     text = render_authorization(topology, creds)
     assert text.count('user: "svc-ocr.') == 2 and h1 in text and h2 in text
-    assert 'system_account: "SYS"' in text and "jetstream: enabled" in text
+    assert 'system_account: "SYS"' in text and text.count("jetstream: enabled") == 1
+    # both users in the service's own account
+    block = text[text.index('"tax-agent-svc-ocr": {') :]
+    block = block[: block.index("\n  }\n")]
+    assert 'user: "svc-ocr.1"' in block and 'user: "svc-ocr.2"' in block
 
 
 def test_the_store_writes_private_files_and_no_secret_where_it_should_not(

@@ -22,9 +22,11 @@ import pytest
 from harness import NatsServer, ServerBinary, available_servers, running_cluster, running_server
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from bus_runtime import EventPayload, apply_plan, load_topology, plan_changes
 from bus_runtime._errors import ConnectError, PermissionViolationError
+from bus_runtime.jetstream.api import JetStreamApi
 from bus_runtime.jetstream.connect import ConnectOptions, connect
 from bus_runtime.security import (
     ADMIN,
@@ -34,6 +36,8 @@ from bus_runtime.security import (
     connect_kwargs,
     permission_violation,
     read_env_file,
+    service_account,
+    service_connect_options,
 )
 from bus_runtime.topology.model import Topology
 
@@ -76,6 +80,12 @@ class Identity:
     name: str
     nc: Client
     errors: asyncio.Queue[Exception] = field(default_factory=asyncio.Queue)
+    # The JetStream API prefix its env file names (a service's imports), else `$JS.API`.
+    api: str = "$JS.API"
+
+    def js(self) -> JetStreamContext:
+        """nats-py's JetStream context with this identity's API prefix."""
+        return self.nc.jetstream(prefix=self.api)
 
     async def violation(self, subject: str) -> PermissionViolationError:
         """The server's permission violation for `subject` (other errors are kept out)."""
@@ -112,6 +122,7 @@ async def connect_as(
         errors.put_nowait(exc)
 
     kwargs = connect_kwargs(name, env={}, env_file=store.env_path(name), **(options or {}))
+    api = read_env_file(store.env_path(name)).get("NATS_JS_API_PREFIX", "$JS.API")
     nc = await nats.connect(
         servers=[url] if isinstance(url, str) else url,
         error_cb=on_error,
@@ -119,7 +130,7 @@ async def connect_as(
         **kwargs,
         **extra,
     )  # type: ignore[arg-type]
-    return Identity(name, nc, errors)
+    return Identity(name, nc, errors, api)
 
 
 async def provision(url: str | list[str], store: CredentialStore, topology: Topology) -> None:
@@ -163,7 +174,7 @@ async def _stream_states(
 ) -> dict[str, dict[str, object]]:
     admin = await connect_as(url, store, ADMIN)
     try:
-        js = admin.nc.jetstream()
+        js = admin.js()
         out: dict[str, dict[str, object]] = {}
         for s in topology.streams:
             info = await js.stream_info(s.name)
@@ -195,7 +206,7 @@ async def test_each_service_publishes_its_topics_and_consumes_through_its_own_co
         if not topics:
             continue
         me = await connect_as(server.url, store, svc.name)
-        js = me.nc.jetstream()
+        js = me.js()
         for t in topics:
             subject = tokens_for(t.subject)
             ack = await js.publish(subject, json.dumps({"by": svc.name}).encode())
@@ -209,7 +220,7 @@ async def test_each_service_publishes_its_topics_and_consumes_through_its_own_co
         if not consumers:
             continue
         me = await connect_as(server.url, store, svc.name)
-        js = me.nc.jetstream()
+        js = me.js()
         for c in consumers:
             expected = sum(
                 n
@@ -301,6 +312,8 @@ async def test_a_service_is_refused_everything_it_does_not_declare(
             "$SYS.REQ.SERVER.PING.CONNZ",
         ):
             await me.refused_publish(subject)
+            if subject.startswith("$JS.API."):  # and under its account's own API prefix
+                await me.refused_publish(me.api + subject.removeprefix("$JS.API"))
         for subject in (
             f"_INBOX.{victim}.>",  # reading another service's replies (its fetched messages)
             "_INBOX.>",
@@ -335,20 +348,25 @@ async def test_what_a_service_can_still_do_within_its_rights(
 
     await kg.nc.subscribe("_INBOX.svc-kg.>", cb=on_msg)
     await kg.nc.flush()
-    # 1. A reply subject is not checked: the PubAck of svc-ocr's own publish goes to
-    #    svc-kg's inbox (noise for svc-kg, which drops replies it did not ask for).
+    # 1. A reply subject is not checked, but it is answered in the publisher's own account:
+    #    the PubAck of svc-ocr's publish with svc-kg's inbox as reply never reaches svc-kg
+    #    (with one shared account it did). Its next publish's PubAck reaching svc-ocr shows
+    #    the first was answered (a stream answers in order); svc-kg's round trip after that
+    #    would carry the spoofed one before its PONG.
     await ocr.nc.publish("tax.document.ocr_completed", b"{}", reply="_INBOX.svc-kg.spoof")
-    ack = await asyncio.wait_for(got.get(), 5)
-    assert ack.subject == "_INBOX.svc-kg.spoof" and b'"stream":"TAX_AGENT_EVENTS"' in ack.data
+    own = await ocr.nc.request("tax.document.ocr_completed", b"{}", timeout=5)
+    assert json.loads(own.data)["seq"] == 2
+    await kg.nc.flush()
+    assert got.empty(), got.get_nowait()
     # 2. Stream info of a stream it uses tells the subjects stored and their counts.
     reply = await ocr.nc.request(
-        "$JS.API.STREAM.INFO.TAX_AGENT_EVENTS",
+        f"{ocr.api}.STREAM.INFO.TAX_AGENT_EVENTS",
         json.dumps({"subjects_filter": ">"}).encode(),
         timeout=5,
     )
-    assert json.loads(reply.data)["state"]["subjects"] == {"tax.document.ocr_completed": 1}
+    assert json.loads(reply.data)["state"]["subjects"] == {"tax.document.ocr_completed": 2}
     # 3. It may write dead letters for the subjects its own consumers take.
-    ack = await ocr.nc.jetstream().publish("dlq.TAX_AGENT_JOBS.jobs.ocr.requested", b"{}")
+    ack = await ocr.js().publish("dlq.TAX_AGENT_JOBS.jobs.ocr.requested", b"{}")
     assert ack.stream == "TAX_AGENT_DLQ"
     await ocr.refused_publish("dlq.TAX_AGENT_EVENTS.tax.user.login")  # not its consumer's
     await ocr.nc.close()
@@ -388,7 +406,7 @@ async def test_the_admin_provisions_but_reads_and_removes_no_message(
 ) -> None:
     server, _topology, store = provisioned
     ingestion = await connect_as(server.url, store, "svc-ingestion")
-    await ingestion.nc.jetstream().publish("tax.document.uploaded", b"{}")
+    await ingestion.js().publish("tax.document.uploaded", b"{}")
     await ingestion.nc.close()
     admin = await connect_as(server.url, store, ADMIN)
     events = "TAX_AGENT_EVENTS"
@@ -403,11 +421,45 @@ async def test_the_admin_provisions_but_reads_and_removes_no_message(
         f"$JS.API.STREAM.SNAPSHOT.{events}",
     ):
         await admin.refused_publish(subject)
-    for subject in ("_INBOX.>", "_INBOX.svc-audit.>", "tax.>", "$JS.EVENT.>"):
+    for subject in ("tax.>", "$JS.EVENT.>", ">"):
         await admin.refused_subscribe(subject)
-    info = await admin.nc.jetstream().stream_info(events)
+    info = await admin.js().stream_info(events)
     assert info.state.messages == 1
+    # It may subscribe to every inbox of its account (NACK's controller cannot set an
+    # inbox prefix), where no service's reply is: svc-audit's fetched message and a
+    # PubAck of svc-ingestion arrive in their own accounts only.
+    seen: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        seen.put_nowait(msg)
+
+    await admin.nc.subscribe("_INBOX.>", cb=on_msg)
+    await admin.nc.flush()
+    audit = await connect_as(server.url, store, "svc-audit")
+    (msg,) = await (await audit.js().pull_subscribe_bind("audit-trail", events)).fetch(1, timeout=5)
+    await msg.ack_sync()
+    ingestion = await connect_as(server.url, store, "svc-ingestion")
+    await ingestion.js().publish("tax.document.uploaded", b"{}")
+    await ingestion.nc.close()
+    await audit.nc.close()
+    await admin.nc.flush()
+    assert seen.empty(), seen.get_nowait()
     await admin.nc.close()
+
+
+async def test_a_client_without_an_inbox_prefix_provisions_as_admin(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """What NACK's controller does (nats.go's default inboxes `_INBOX.<random>`)."""
+    server, topology, store = provisioned
+    admin = await connect_as(server.url, store, ADMIN, {"inbox_prefix": "_INBOX"})
+    try:
+        assert admin.nc.new_inbox().startswith("_INBOX.") and "admin" not in admin.nc.new_inbox()
+        plan = await plan_changes(admin.nc, topology)
+        assert not plan.has_changes, plan.to_text()
+        assert admin.errors.empty()
+    finally:
+        await admin.nc.close()
 
 
 async def test_the_admin_can_still_read_through_a_push_consumer_it_creates(
@@ -420,7 +472,7 @@ async def test_the_admin_can_still_read_through_a_push_consumer_it_creates(
     """
     server, _topology, store = provisioned
     ingestion = await connect_as(server.url, store, "svc-ingestion")
-    await ingestion.nc.jetstream().publish("tax.document.uploaded", b'{"secret":"data"}')
+    await ingestion.js().publish("tax.document.uploaded", b'{"secret":"data"}')
     await ingestion.nc.close()
     admin = await connect_as(server.url, store, ADMIN)
     got: asyncio.Queue[Msg] = asyncio.Queue()
@@ -443,6 +495,26 @@ async def test_the_admin_can_still_read_through_a_push_consumer_it_creates(
     msg = await asyncio.wait_for(got.get(), 5)
     assert msg.data == b'{"secret":"data"}'
     await admin.nc.close()
+
+
+async def test_the_admin_can_still_store_an_api_answer_in_a_stream_through_a_reply(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """The admin lives in the JetStream account, so a reply it names on an API request is
+    answered there: naming a topic stores the answer in that topic's stream."""
+    server, _topology, store = provisioned
+    admin = await connect_as(server.url, store, ADMIN)
+    audit = await connect_as(server.url, store, "svc-audit")
+    try:
+        await admin.nc.publish("$JS.API.STREAM.INFO.TAX_AGENT_EVENTS", b"", reply="tax.user.login")
+        # the stream info answer, stored as an event, reaches the audit trail's consumer
+        sub = await audit.js().pull_subscribe_bind("audit-trail", "TAX_AGENT_EVENTS")
+        (msg,) = await sub.fetch(1, timeout=10)
+        assert msg.subject == "tax.user.login"
+        assert json.loads(msg.data)["type"] == "io.nats.jetstream.api.v1.stream_info_response"
+    finally:
+        await audit.nc.close()
+        await admin.nc.close()
 
 
 async def test_the_monitor_reads_server_reports_and_changes_nothing(
@@ -477,10 +549,10 @@ async def test_v2_ack_subjects_behind_the_feature_flag(tmp_path: Path) -> None:
     ) as server:
         await provision(server.url, store, topology)
         ui = await connect_as(server.url, store, "ui-review")
-        await ui.nc.jetstream().publish("jobs.hmrc.submission_requested", b"{}")
+        await ui.js().publish("jobs.hmrc.submission_requested", b"{}")
         await ui.nc.close()
         hmrc = await connect_as(server.url, store, "svc-hmrc")
-        sub = await hmrc.nc.jetstream().pull_subscribe_bind("hmrc-submitter", "TAX_AGENT_JOBS")
+        sub = await hmrc.js().pull_subscribe_bind("hmrc-submitter", "TAX_AGENT_JOBS")
         (msg,) = await sub.fetch(1, timeout=5)
         # The server names the account by the hash permissions.account_hash computes.
         assert msg.reply.startswith(
@@ -506,7 +578,7 @@ async def test_nkey_credentials(tmp_path: Path) -> None:
         with running_server(binary, includes={"auth.conf": auth}) as server:
             await provision(server.url, store, topology)
             ocr = await connect_as(server.url, store, "svc-ocr")
-            await ocr.nc.jetstream().publish("tax.document.ocr_completed", b"{}")
+            await ocr.js().publish("tax.document.ocr_completed", b"{}")
             await ocr.refused_publish("tax.user.created")
             await ocr.nc.close()
             # Another identity's seed is another identity: its permissions, not svc-ocr's.
@@ -548,7 +620,7 @@ async def test_rotation_keeps_both_credentials_during_the_overlap_and_only_the_n
     server.reload()
     await publish_with(old_env)
     await publish_with(new_env)
-    await running.nc.jetstream().publish("tax.document.ocr_completed", b"{}")  # still connected
+    await running.js().publish("tax.document.ocr_completed", b"{}")  # still connected
 
     # 2. Every pod moved to the new one: retire the old. Reload.
     await running.nc.close()
@@ -559,7 +631,7 @@ async def test_rotation_keeps_both_credentials_during_the_overlap_and_only_the_n
     with pytest.raises(ConnectError, match="authorization failed"):
         await publish_with(old_env)
     await publish_with(new_env)
-    await survivor.nc.jetstream().publish("tax.document.ocr_completed", b"{}")
+    await survivor.js().publish("tax.document.ocr_completed", b"{}")
     assert not closed.is_set()
     await survivor.nc.close()
 
@@ -607,7 +679,7 @@ async def test_the_bus_runs_with_its_service_credentials(
             topology=topology,
             service=service,
             startup_check="off",
-            connect_options=connect_kwargs(service, env={}, env_file=store.env_path(service)),
+            connection=service_connect_options(service, env={}, env_file=store.env_path(service)),
         )
 
     worker = bus("svc-normalize-map")
@@ -635,7 +707,8 @@ async def test_the_bus_takes_its_credentials_from_the_environment_and_checks_at_
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Only NATS_URL, NATS_USER and NATS_PASSWORD set (as a pod's Secret gives them): the
+    """Only NATS_URL, NATS_USER, NATS_PASSWORD and NATS_JS_API_PREFIX set (as a pod's
+    Secret gives them): the
     bus derives its inbox prefix, runs the default start-up check (error) within its
     permissions, publishes, consumes and acks; no secret reaches a log line."""
     from bus_runtime import create_event_bus
@@ -648,7 +721,7 @@ async def test_the_bus_takes_its_credentials_from_the_environment_and_checks_at_
 
     def env_of(service: str) -> dict[str, str]:
         values = read_env_file(store.env_path(service))
-        return {k: values[k] for k in ("NATS_USER", "NATS_PASSWORD")}
+        return {k: values[k] for k in ("NATS_USER", "NATS_PASSWORD", "NATS_JS_API_PREFIX")}
 
     caplog.set_level("DEBUG")
     secrets: list[str] = []
@@ -748,7 +821,7 @@ async def test_a_start_up_check_the_server_refuses_is_a_permission_error(
     await bus.subscribe("normalize.requested", handle)
     with pytest.raises(PermissionViolationError) as info:
         await bus.start()
-    assert "$JS.API" in info.value.subject and "svc-normalize-map" in str(info.value)
+    assert "$NATSTOPO.API." in info.value.subject and "svc-normalize-map" in str(info.value)
     await bus.stop()  # a bus that never started stops quietly
 
 
@@ -797,7 +870,7 @@ async def test_a_fetch_the_server_refuses_is_logged_once_naming_the_consumer(
     ]
     assert len(errors) == 1, [r.getMessage() for r in errors]
     message = errors[0].getMessage()
-    assert "$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.normalize-map-worker" in message
+    assert "$NATSTOPO.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.normalize-map-worker" in message
     assert "svc-normalize-map" in message
 
 
@@ -823,17 +896,21 @@ async def test_wrong_credentials_are_one_connect_error_without_the_secret(
 
 
 @pytest.mark.parametrize("binary", SERVERS, ids=_ids(SERVERS))
-async def test_the_bus_in_a_jetstream_domain_uses_its_api_prefix(
+async def test_in_a_jetstream_domain_the_admin_uses_its_api_and_the_bus_its_imports(
     binary: ServerBinary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Servers in JetStream domain `hub`, authorization rendered for it: the env file
-    carries NATS_JS_DOMAIN, and the bus checks, fetches and acks through `$JS.hub.API`
-    within the service's permissions (the server grants the domain's API as the local one)."""
+    """Servers in JetStream domain `hub`, authorization rendered for it: the admin's env
+    file carries NATS_JS_DOMAIN and provisions through `$JS.hub.API`; a service's carries
+    its imports' prefix, and the bus checks, fetches and acks through it."""
     from bus_runtime import create_event_bus
     from bus_runtime.jetstream.api import JetStreamApi
 
     topology, store = render(tmp_path / "auth", domain="hub")
-    assert read_env_file(store.env_path("svc-normalize-map"))["NATS_JS_DOMAIN"] == "hub"
+    # the admin manages the domain's API; a service has JetStream imported into its account
+    assert read_env_file(store.env_path(ADMIN))["NATS_JS_DOMAIN"] == "hub"
+    service_env = read_env_file(store.env_path("svc-normalize-map"))
+    assert "NATS_JS_DOMAIN" not in service_env
+    assert service_env["NATS_JS_API_PREFIX"] == "$NATSTOPO.API"
     with running_server(
         binary, includes={"auth.conf": store.auth_path.read_text()}, js_domain="hub"
     ) as server:
@@ -848,12 +925,12 @@ async def test_the_bus_in_a_jetstream_domain_uses_its_api_prefix(
 
         def bus(service: str, **env: str):  # type: ignore[no-untyped-def]
             values = {**read_env_file(store.env_path(service)), "NATS_URL": server.url, **env}
-            for k in ("NATS_USER", "NATS_PASSWORD", "NATS_URL", "NATS_JS_DOMAIN"):
+            for k in ("NATS_USER", "NATS_PASSWORD", "NATS_URL", "NATS_JS_API_PREFIX"):
                 monkeypatch.setenv(k, values[k])
             return create_event_bus("nats", topology=topology, service=service)
 
         worker = bus("svc-normalize-map")
-        assert worker.api_prefix == "$JS.hub.API"
+        assert worker.api_prefix == "$NATSTOPO.API"
         await worker.subscribe("normalize.requested", handle)
         await worker.start()
         publisher = bus("svc-extract")
@@ -867,6 +944,31 @@ async def test_the_bus_in_a_jetstream_domain_uses_its_api_prefix(
             await worker.stop()
 
 
+async def test_every_services_bus_starts_with_its_env_file_and_the_default_check(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """The start-up check of each service reads only what its account imports (a
+    publish-only service once read the dead-letter stream of the streams it publishes to,
+    which it has no right to)."""
+    from bus_runtime import create_event_bus
+
+    server, topology, store = provisioned
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        raise AssertionError("nothing is published here")
+
+    for svc in topology.services:
+        connection = service_connect_options(
+            svc.name, env={}, env_file=store.env_path(svc.name), servers=(server.url,)
+        )
+        bus = create_event_bus("nats", topology=topology, service=svc.name, connection=connection)
+        for c in topology.consumers_of(svc.name):
+            for t in c.topics:
+                await bus.subscribe(t, handle)
+        await bus.start()  # startup_check="error"
+        await bus.stop()
+
+
 async def test_a_startup_check_of_own_consumers_works_with_service_credentials(
     provisioned: tuple[NatsServer, Topology, CredentialStore],
 ) -> None:
@@ -874,7 +976,7 @@ async def test_a_startup_check_of_own_consumers_works_with_service_credentials(
     server, topology, store = provisioned
     me = await connect_as(server.url, store, "ui-review")
     own = [(c.stream, c.name) for c in topology.consumers_of("ui-review")]
-    plan = await plan_changes(me.nc, topology, only_consumers=own)
+    plan = await plan_changes(JetStreamApi(me.nc, me.api), topology, only_consumers=own)
     assert not plan.has_changes, plan.to_text()
     assert me.errors.empty()
     await me.nc.close()
@@ -892,19 +994,19 @@ async def test_a_cluster_with_the_same_authorization_forms_and_enforces_it(
         await provision(cluster.urls, store, topology)
         # A publisher on one node, the worker on another: routes carry the account's traffic.
         ingestion = await connect_as(cluster.nodes[1].url, store, "svc-ingestion")
-        ack = await ingestion.nc.jetstream().publish("jobs.ocr.requested", b"{}")
+        ack = await ingestion.js().publish("jobs.ocr.requested", b"{}")
         assert ack.stream == "TAX_AGENT_JOBS"
         await ingestion.refused_publish("jobs.extract.requested")
         await ingestion.nc.close()
         ocr = await connect_as(cluster.nodes[2].url, store, "svc-ocr")
-        sub = await ocr.nc.jetstream().pull_subscribe_bind("ocr-worker", "TAX_AGENT_JOBS")
+        sub = await ocr.js().pull_subscribe_bind("ocr-worker", "TAX_AGENT_JOBS")
         (msg,) = await sub.fetch(1, timeout=10)
         await msg.ack_sync()
         await ocr.refused_publish("$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.extract-worker")
         await ocr.refused_subscribe("_INBOX.svc-extract.>")
         await ocr.nc.close()
         admin = await connect_as(url, store, ADMIN)
-        info = await admin.nc.jetstream().stream_info("TAX_AGENT_JOBS")
+        info = await admin.js().stream_info("TAX_AGENT_JOBS")
         assert info.config.num_replicas == 3 and info.state.messages == 0
         assert info.cluster is not None and len(info.cluster.replicas or []) == 2
         await admin.nc.close()
@@ -946,49 +1048,136 @@ async def test_the_cli_with_a_service_env_file_says_the_server_refused_it(
     assert "3 attempts" not in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known hole (docs/security.md): the server sends its answer to an ack with a "
-    "reply to any subject, inside the account where no permission applies; closing it needs "
-    "JetStream in an account of its own",
-)
-async def test_a_reply_of_an_own_ack_cannot_delete_another_stream(
-    provisioned: tuple[NatsServer, Topology, CredentialStore],
-) -> None:
-    """svc-firm-connectors acks a message of its own consumer with reply
-    `$JS.API.STREAM.DELETE.TAX_AGENT_EVENTS`: the stream must survive. It does not yet
-    (every version): when this passes, remove the xfail and the known-hole box."""
-    server, topology, store = provisioned
-    me = await connect_as(server.url, store, "svc-firm-connectors")
-    subject = tokens_for(topology.topic("firm.sync_requested").subject)
-    ack = await me.nc.request(subject, b"{}", timeout=5)
-    assert b'"seq"' in ack.data
-    inbox = me.nc.new_inbox()
-    got: asyncio.Queue[Msg] = asyncio.Queue()
+# --------------------------------------------------------------------------- replies
+# A service chooses the reply subject of what it publishes, and a reply subject is not a
+# permission. With the services in JetStream's own account the server's answer to an ack
+# went to that reply inside the account, where no permission applies: an ack with reply
+# `$JS.API.STREAM.DELETE.<s>` deleted the stream (2.10 .. 2.15), a publish with reply
+# `$JS.API.STREAM.PURGE.<s>` purged it (2.10, 2.11). Now each answer is delivered in the
+# service's own account: an observer user added to that account (not rendered by
+# natstopo) receives it there, which is where the server put it; then the admin reads
+# that nothing changed.
 
-    async def on_msg(msg: Msg) -> None:
-        got.put_nowait(msg)
+ATTACKER = "svc-firm-connectors"
+OBSERVER = ("observer", "observer-password")
 
-    await me.nc.subscribe(inbox, cb=on_msg)
-    await me.nc.publish(
-        "$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.firm-sync-worker",
-        json.dumps({"batch": 1, "expires": 2_000_000_000}).encode(),
-        reply=inbox,
+
+def _with_observer(auth: str, account: str) -> str:
+    """`auth.conf` with an unrestricted user (plain password: a test) in `account`."""
+    head = f'  "{account}": {{\n    users: [\n'
+    assert head in auth, account
+    user, password = OBSERVER
+    return auth.replace(head, f'{head}      {{ user: "{user}", password: "{password}" }}\n')
+
+
+async def _fetch_one(me: Identity, stream: str, consumer: str) -> Msg:
+    sub = await me.js().pull_subscribe_bind(consumer, stream)
+    (msg,) = await sub.fetch(1, timeout=10)
+    return msg
+
+
+async def _attack(
+    url: str | list[str], store: CredentialStore, topology: Topology, attack: str
+) -> tuple[str, Msg, dict[str, dict[str, object]]]:
+    """Run `attack` as ATTACKER; return the reply named, the observed answer and the
+    state before (with the attacker's own legitimate publish and fetch in it)."""
+    me = await connect_as(url, store, ATTACKER)
+    observer = await nats.connect(
+        servers=[url] if isinstance(url, str) else url, user=OBSERVER[0], password=OBSERVER[1]
     )
-    msg = await asyncio.wait_for(got.get(), 5)
-    assert msg.reply and msg.reply.startswith("$JS.ACK.")
-    # the ack, with the reply aimed at another stream's delete
-    await me.nc.publish(msg.reply, b"+ACK", reply="$JS.API.STREAM.DELETE.TAX_AGENT_EVENTS")
-    await me.nc.flush()
-    await me.nc.close()
-    admin = await connect_as(server.url, store, ADMIN)
+    answers: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_answer(msg: Msg) -> None:
+        answers.put_nowait(msg)
+
     try:
-        # The delete, where it happens, follows the ack within milliseconds; a fixed server
-        # keeps the stream for the whole bound (then this passes, and strict xfail says so).
-        deadline = asyncio.get_running_loop().time() + 20
-        while asyncio.get_running_loop().time() < deadline:
-            info = await admin.nc.request("$JS.API.STREAM.INFO.TAX_AGENT_EVENTS", b"", timeout=5)
-            assert b"stream not found" not in info.data, "a service deleted TAX_AGENT_EVENTS"
-            await asyncio.sleep(0.05)
+        await observer.subscribe(">", cb=on_answer)
+        await observer.flush()
+        # what the attacker legitimately has: a job for its own consumer
+        ack = await me.js().publish("jobs.firm.sync_requested", b"{}")
+        assert ack.stream == "TAX_AGENT_JOBS"
+        msg = await _fetch_one(me, "TAX_AGENT_JOBS", "firm-sync-worker")
+        await me.js().publish("tax.document.uploaded", b"{}")  # something to purge
+        while not answers.empty():  # its own traffic, seen by the observer
+            answers.get_nowait()
+        before = await _stream_states(url, store, topology)
+        target = {
+            "ack-reply-deletes-a-stream": "$JS.API.STREAM.DELETE.TAX_AGENT_EVENTS",
+            "ack-reply-deletes-a-consumer": "$JS.API.CONSUMER.DELETE.TAX_AGENT_EVENTS.audit-trail",
+            "ack-reply-purges-a-stream": "$JS.API.STREAM.PURGE.TAX_AGENT_EVENTS",
+            "ack-reply-into-another-services-topic": "jobs.hmrc.submission_requested",
+            "publish-reply-purges-a-stream": "$JS.API.STREAM.PURGE.TAX_AGENT_EVENTS",
+            "publish-reply-deletes-a-stream": "$JS.API.STREAM.DELETE.TAX_AGENT_EVENTS",
+        }[attack]
+        if attack.startswith("ack-"):
+            await me.nc.publish(msg.reply, b"+ACK", reply=target)
+        else:
+            await me.nc.publish("tax.document.uploaded", b"{}", reply=target)
+        while True:  # the server's answer, delivered in the attacker's own account
+            answer = await asyncio.wait_for(answers.get(), VIOLATION_WAIT)
+            if answer.subject == target:
+                break
+        return target, answer, before
     finally:
-        await admin.nc.close()
+        await observer.close()
+        await me.nc.close()
+
+
+REPLY_ATTACKS = [
+    "ack-reply-deletes-a-stream",
+    "ack-reply-deletes-a-consumer",
+    "ack-reply-purges-a-stream",
+    "ack-reply-into-another-services-topic",
+    "publish-reply-purges-a-stream",
+    "publish-reply-deletes-a-stream",
+]
+
+
+@pytest.mark.parametrize("binary", _ALL, ids=_ids(_ALL))
+@pytest.mark.parametrize("attack", REPLY_ATTACKS)
+async def test_a_reply_a_service_names_is_answered_in_its_own_account(
+    binary: ServerBinary, attack: str, tmp_path: Path
+) -> None:
+    """Every supported server: the answer lands in the attacker's account, nothing changes."""
+    topology, store = render(tmp_path / "auth")
+    account = service_account(topology.name, ATTACKER)
+    auth = _with_observer(store.auth_path.read_text(), account)
+    with running_server(binary, includes={"auth.conf": auth}) as server:
+        await provision(server.url, store, topology)
+        target, answer, before = await _attack(server.url, store, topology, attack)
+        if attack.startswith("publish-"):
+            assert json.loads(answer.data)["stream"] == "TAX_AGENT_EVENTS"  # its PubAck
+        after = await _stream_states(server.url, store, topology)
+        if attack.startswith("publish-"):  # its own publish was stored, nothing else
+            events = after["TAX_AGENT_EVENTS"]
+            assert events["messages"] == before["TAX_AGENT_EVENTS"]["messages"] + 1  # type: ignore[operator]
+            before["TAX_AGENT_EVENTS"]["messages"] = events["messages"]
+            before["TAX_AGENT_EVENTS"]["last_seq"] = events["last_seq"]
+            # its consumers have it pending (one more, or as many, by their filters)
+            for name, (d, a, pending) in before["TAX_AGENT_EVENTS"]["consumers"].items():  # type: ignore[attr-defined]
+                now = events["consumers"][name]  # type: ignore[index]
+                assert now[:2] == (d, a) and now[2] in (pending, pending + 1), (name, now)
+                before["TAX_AGENT_EVENTS"]["consumers"][name] = now  # type: ignore[index]
+        else:  # its ack took effect: the job is gone from the work queue
+            assert after["TAX_AGENT_JOBS"]["messages"] == before["TAX_AGENT_JOBS"]["messages"] - 1  # type: ignore[operator]
+            before["TAX_AGENT_JOBS"] = after["TAX_AGENT_JOBS"]
+        assert after == before, target
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+async def test_a_reply_a_service_names_is_answered_in_its_own_account_in_a_cluster(
+    tmp_path: Path,
+) -> None:
+    assert NEWEST is not None
+    topology, store = render(tmp_path / "auth", env=None)  # the base: 3 replicas
+    auth = _with_observer(store.auth_path.read_text(), service_account(topology.name, ATTACKER))
+    with running_cluster(NEWEST, includes={"auth.conf": auth}) as cluster:
+        await provision(cluster.urls, store, topology)
+        # the attacker on another node than the streams' leaders, for some of them at least
+        _target, _answer, before = await _attack(
+            cluster.nodes[2].url, store, topology, "ack-reply-deletes-a-stream"
+        )
+        after = await _stream_states(cluster.urls, store, topology)
+        before["TAX_AGENT_JOBS"] = after["TAX_AGENT_JOBS"]
+        assert after == before

@@ -18,7 +18,7 @@ bus reconnects forever. `stop` never raises for a connection that is gone.
 Credentials, TLS and the JetStream domain come from `connection` (a `ConnectOptions`) or the
 `NATS_*` variables `natstopo auth render` writes (`NATS_URL`, `NATS_USER`/`NATS_PASSWORD`,
 `NATS_NKEY`, `NATS_CREDS`, `NATS_TOKEN`, `NATS_CA`/`NATS_CERT`/`NATS_KEY`,
-`NATS_INBOX_PREFIX`, `NATS_JS_DOMAIN`); replies arrive on the service's own inbox prefix
+`NATS_INBOX_PREFIX`, `NATS_JS_API_PREFIX`, `NATS_JS_DOMAIN`); replies arrive on the service's own inbox prefix
 (`_INBOX.<service>`, the only one its permissions let it read). A publish, fetch or ack
 the server's permissions refuse is a `PermissionViolationError` naming subject and service.
 """
@@ -357,13 +357,14 @@ class NATSEventBus:
         return f"{url.hostname}:{url.port}" if url.port else str(url.hostname)
 
     def used_assets(self) -> tuple[set[str], set[tuple[str, str]]]:
-        """The streams and (stream, consumer) pairs this service publishes to or consumes."""
+        """The streams and (stream, consumer) pairs this service publishes to, consumes or
+        dead-letters to (the dead-letter streams of its consumers' streams only: a
+        publisher writes no dead letter, and its permissions grant it no such stream)."""
         streams = {t.stream for t in self.topology.topics_published_by(self.service)}
         consumers = {(c.stream, c.name) for c in self.topology.consumers_of(self.service)}
-        streams |= {s for s, _ in consumers}
-        streams |= {
-            d for s in list(streams) if (d := self.topology.stream(s).dead_letter) is not None
-        }
+        consumed = {s for s, _ in consumers}
+        streams |= consumed
+        streams |= {d for s in consumed if (d := self.topology.stream(s).dead_letter) is not None}
         return streams, consumers
 
     async def _check_server(self) -> None:

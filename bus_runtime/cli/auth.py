@@ -14,7 +14,7 @@ from typing import Any
 
 from .._errors import SetupError
 from ..security.credentials import AUTH_MODES, DEFAULT_BCRYPT_COST, PASSWORD, CredentialStore
-from ..security.permissions import all_permissions
+from ..security.permissions import ADMIN, all_permissions
 from .common import EXIT_OK, add_topology_args, load_args_topology
 
 
@@ -61,7 +61,7 @@ def _render(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     topology = load_args_topology(args)
-    perms = all_permissions(topology, account=args.account, domain=args.domain)
+    perms = perms_all = all_permissions(topology, account=args.account, domain=args.domain)
     if args.service:
         missing = [s for s in args.service if s not in perms]
         if missing:
@@ -69,23 +69,43 @@ def _show(args: argparse.Namespace) -> int:
         perms = {k: v for k, v in perms.items() if k in args.service}
     if args.format == "json":
         data: dict[str, Any] = {
-            k: {**v.to_dict(), "inbox_prefix": v.inbox_prefix} for k, v in perms.items()
+            k: {
+                **v.to_dict(),
+                "inbox_prefix": v.inbox_prefix,
+                "account": v.account,
+                "api_prefix": v.api_prefix,
+                "imports": [
+                    {"subject": i.subject, "local": i.local, "stream_response": i.stream_response}
+                    for i in v.imports
+                ],
+            }
+            for k, v in perms.items()
         }
         print(json.dumps(data, indent=2))
         return EXIT_OK
     for name, p in perms.items():
-        print(f"{name} (inbox {p.inbox_prefix})")
+        api = f", JetStream API {p.api_prefix}" if p.api_prefix else ""
+        print(f"{name} (account {p.account}, inbox {p.inbox_prefix}{api})")
         for subject in p.publish:
             print(f"  publish    {subject}")
         for subject in p.subscribe:
             print(f"  subscribe  {subject}")
+        if p.imports:
+            jetstream = perms_all[ADMIN].account
+            print(
+                f"  imports    each publish subject from account {jetstream} "
+                f"({p.api_prefix}.<x> is its $JS.API.<x>)"
+            )
     return EXIT_OK
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     add_topology_args(p)
     p.add_argument(
-        "--account", default=None, help="account of the services (default: the topology's name)"
+        "--account",
+        default=None,
+        help="the JetStream account, of the streams and the admin (default: the topology's "
+        "name); a service's account is <account>-<service>",
     )
     p.add_argument("--domain", default=None, help="JetStream domain of the servers, if one is set")
 

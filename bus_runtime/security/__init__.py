@@ -28,13 +28,18 @@ from .credentials import (
 from .permissions import (
     ADMIN,
     MONITOR,
+    SERVICE_API_PREFIX,
+    Export,
+    Import,
     Permissions,
     account_hash,
     ack_subjects,
     admin_permissions,
     all_permissions,
     inbox_prefix,
+    jetstream_exports,
     monitor_permissions,
+    service_account,
     service_permissions,
 )
 from .violations import permission_violation
@@ -43,13 +48,18 @@ __all__ = [  # noqa: RUF022 - grouped by module
     # permissions
     "ADMIN",
     "MONITOR",
+    "SERVICE_API_PREFIX",
+    "Export",
+    "Import",
     "Permissions",
     "account_hash",
     "ack_subjects",
     "admin_permissions",
     "all_permissions",
     "inbox_prefix",
+    "jetstream_exports",
     "monitor_permissions",
+    "service_account",
     "service_permissions",
     # authorization
     "PublicCredential",

@@ -1,11 +1,19 @@
-"""The server's authorization config: one account for the topology, a system account.
+"""The server's authorization config: a JetStream account, one account per service, a system account.
 
-`render_authorization` turns the model's permissions (`permissions.py`) and the public
-half of each identity's credentials into the text that nats.conf includes:
+`render_authorization` turns the model's accounts and permissions (`permissions.py`) and
+the public half of each identity's credentials into the text that nats.conf includes:
 
 ```
 accounts {
-  "tax-agent": { jetstream: enabled, users: [ {user, password: <bcrypt>, permissions} ... ] }
+  "tax-agent": {                      # JetStream: every stream and consumer, the admin
+    jetstream: enabled
+    users: [ {user: admin.1, password: <bcrypt>, permissions} ]
+    exports: [ {service: "tax.filed", accounts: ["tax-agent-svc-a"]} ... ]
+  }
+  "tax-agent-svc-a": {                # one service: its users and its imports only
+    users: [ {user: svc-a.1, ...} ]
+    imports: [ {service: {account: "tax-agent", subject: "tax.filed"}} ... ]
+  }
   "SYS": { users: [ {user: monitor, ...} ] }
 }
 system_account: "SYS"
@@ -28,10 +36,12 @@ from dataclasses import dataclass
 from .._errors import SetupError
 from ..topology.model import Topology
 from .permissions import (
+    ADMIN,
     MONITOR,
     SYSTEM_ACCOUNT,
     Permissions,
     all_permissions,
+    jetstream_exports,
 )
 
 # nats-server takes `$2a$`, `$2b$`, `$2x$`, `$2y$` hashes (cost two digits, 53 characters).
@@ -131,7 +141,8 @@ def render_authorization(
         topology: The model (the permissions come from it).
         credentials: Identity (each service, `admin`, `monitor`) -> its valid credentials,
             newest last; two during a rotation's overlap.
-        account: The account of the services and the admin (default: the topology's name).
+        account: The JetStream account, of the streams, consumers and admin (default:
+            the topology's name); each service's account is `<account>-<service>`.
         domain: The JetStream domain of the servers, if any (names the v2 ack subjects).
 
     Raises:
@@ -141,6 +152,11 @@ def render_authorization(
     account = account or topology.name
     if account == SYSTEM_ACCOUNT:
         raise SetupError(f"account `{account}` is the system account's name; choose another")
+    if not _NAME_RE.match(account):
+        raise SetupError(
+            f"account {account!r}: letters, digits and . _ - @ ~ only (it names subjects of "
+            "the server's monitoring requests)"
+        )
     perms = all_permissions(topology, account=account, domain=domain)
     missing = [i for i in perms if not credentials.get(i)]
     if missing:
@@ -172,20 +188,43 @@ def render_authorization(
                 )
         return "\n".join(blocks)
 
-    app = [i for i in perms if i != MONITOR]
+    def exports() -> str:
+        lines = []
+        for e in jetstream_exports(perms):
+            extra = ", response_type: stream" if e.stream_response else ""
+            accounts = ", ".join(_q(a) for a in e.accounts)
+            lines.append(f"      {{ service: {_q(e.subject)}, accounts: [{accounts}]{extra} }}")
+        return "\n".join(lines)
+
+    def service_account(identity: str) -> str:
+        p = perms[identity]
+        imports = []
+        for i in p.imports:
+            to = f", to: {_q(i.local)}" if i.local != i.subject else ""
+            imports.append(
+                f"      {{ service: {{ account: {_q(account)}, subject: {_q(i.subject)} }}{to} }}"
+            )
+        body = "    imports: [\n" + "\n".join(imports) + "\n    ]\n" if imports else ""
+        return f"  {_q(p.account)}: {{\n    users: [\n{users([identity])}\n    ]\n{body}  }}\n"
+
+    services = [s.name for s in topology.services]
     env = topology.environment or "base"
+    export_text = exports()
+    export_block = f"    exports: [\n{export_text}\n    ]\n" if export_text else ""
     return (
         f"# Authorization of topology `{topology.name}` (environment {env}), made by natstopo\n"
         "# from the topology: each service may publish its declared topics and use its own\n"
         "# consumers, nothing else. Bcrypt hashes and public nkeys only; no secret here.\n"
+        "# JetStream lives in its own account with the admin; each service's account holds\n"
+        "# only what it imports from there, so every reply it names is answered in its own.\n"
         "accounts {\n"
         f"  {_q(account)}: {{\n"
         "    jetstream: enabled\n"
         "    users: [\n"
-        f"{users(app)}\n"
+        f"{users([ADMIN])}\n"
         "    ]\n"
-        "  }\n"
-        f"  {_q(SYSTEM_ACCOUNT)}: {{\n"
+        f"{export_block}"
+        "  }\n" + "".join(service_account(i) for i in services) + f"  {_q(SYSTEM_ACCOUNT)}: {{\n"
         "    users: [\n"
         f"{users([MONITOR])}\n"
         "    ]\n"

@@ -35,6 +35,7 @@ from typing import Any
 from .._errors import SetupError
 from ..jetstream.connect import (
     ENV_INBOX_PREFIX,
+    ENV_JS_API_PREFIX,
     ENV_JS_DOMAIN,
     ENV_NKEY,
     ENV_PASSWORD,
@@ -400,6 +401,7 @@ class CredentialStore:
         topology: Topology,
         server_url: str | None,
         domain: str | None = None,
+        api_prefix: str | None = None,
     ) -> None:
         values: dict[str, str] = {}
         if server_url:
@@ -413,7 +415,9 @@ class CredentialStore:
             _write_if_changed(seed_path, secret + "\n")
             values[ENV_NKEY] = str(seed_path.resolve())
         values[ENV_INBOX_PREFIX] = inbox_prefix(identity)
-        if domain:  # the JetStream API is `$JS.<domain>.API`: what the permissions grant
+        if api_prefix:  # a service: JetStream is imported into its account under this prefix
+            values[ENV_JS_API_PREFIX] = api_prefix
+        elif domain:  # the admin: the JetStream API is `$JS.<domain>.API`
             values[ENV_JS_DOMAIN] = domain
         env = topology.environment or "base"
         comment = (
@@ -443,7 +447,7 @@ class CredentialStore:
             retire: Identities whose older credentials stop being valid.
             server_url: Written as `NATS_URL` into every env file when given.
             cost: bcrypt cost of new hashes (11; lower only in tests).
-            account: The services' account (default: the topology's name).
+            account: The JetStream account (default: the topology's name).
             domain: The servers' JetStream domain, if any.
 
         Raises:
@@ -454,7 +458,8 @@ class CredentialStore:
         if mode not in AUTH_MODES:
             raise SetupError(f"mode must be one of {', '.join(AUTH_MODES)}, not {mode!r}")
         check_identity_names(topology)
-        identities = list(all_permissions(topology, account=account, domain=domain))
+        perms = all_permissions(topology, account=account, domain=domain)
+        identities = list(perms)
         rotate, retire = list(dict.fromkeys(rotate)), list(dict.fromkeys(retire))
         for name in (*rotate, *retire):
             if name not in identities:
@@ -498,7 +503,9 @@ class CredentialStore:
                 gens = [*gens, gen]
             else:
                 secret = current[0]
-            self._write_secret(mode, identity, gens[-1], secret, topology, url, domain)
+            self._write_secret(
+                mode, identity, gens[-1], secret, topology, url, domain, perms[identity].api_prefix
+            )
             if identity in retire and len(gens) > 1:
                 gens = gens[-1:]
                 result.retired.append(identity)

@@ -1,6 +1,20 @@
-"""Who may publish and subscribe to what: NATS permissions derived from the topology model.
+"""Who may publish and subscribe to what: NATS accounts and permissions from the topology model.
 
-A service may publish exactly the subjects of the topics it is a declared publisher of,
+Accounts. JetStream (every stream and consumer) lives in the JetStream account, the
+topology's name by default, with the admin; each service has an account of its own,
+`<jetstream account>-<service>`, holding only its users and the imports of what it
+declares: its topics, the dead letters of its consumers' subjects, and, under the local
+API prefix `$NATSTOPO.API` (`SERVICE_API_PREFIX`), the JetStream API subjects of its own
+streams and consumers, plus the ack subjects of its consumers' messages. The server maps
+every reply of an imported request to a subject of its own, so whatever reply a service
+names (say `$JS.API.STREAM.DELETE.<stream>` on an ack) is answered inside the service's
+own account, where there is no JetStream API: with one shared account the server's answer
+to an ack was published inside it, where no client permission applies, and deleted the
+stream (docs/security.md). The local prefix is not `$JS.API`: nats-server answers
+`$JS.API.>` of an account without JetStream itself ("JetStream not enabled"), beside the
+import.
+
+Permissions. Within its account a service may publish exactly the subjects of the topics it is a declared publisher of,
 the dead-letter subjects of its own consumers, and the JetStream API subjects its own
 consumers need (fetch, info, acks in both the v1 and the v2 form); it may subscribe only
 to its own inbox prefix (`_INBOX.<service>`), so it cannot read another service's replies,
@@ -31,6 +45,10 @@ MONITOR = "monitor"
 RESERVED_IDENTITIES = frozenset({ADMIN, MONITOR})
 INBOX_ROOT = "_INBOX"
 SYSTEM_ACCOUNT = "SYS"
+# The JetStream API prefix in a service's account (its imports' local subjects): what
+# the bus and the CLI use when `NATS_JS_API_PREFIX` says so (the service env files do).
+SERVICE_API_PREFIX = "$NATSTOPO.API"
+JETSTREAM_API_PREFIX = "$JS.API"
 
 # The JetStream API of an admin: the list of terraform-provider-jetstream's README, with
 # the current consumer create subjects (2.9+: `CREATE.<stream>.<consumer>[.<filter>]`,
@@ -78,19 +96,42 @@ _HASH_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True)
+class Import:
+    """One service import of a service's account from the JetStream account.
+
+    Attributes:
+        subject: The subject in the JetStream account (what it exports).
+        local: The subject the service publishes in its own account.
+        stream_response: The request is answered by many messages (a pull request's
+            fetched messages and heartbeats), not one (`response_type: stream`).
+    """
+
+    subject: str
+    local: str
+    stream_response: bool = False
+
+
+@dataclass(frozen=True)
 class Permissions:
-    """The subjects one identity may publish to and subscribe to (allow lists).
+    """The account of one identity and the subjects it may publish to and subscribe to.
 
     Attributes:
         publish: Subjects (with `*` and `>` wildcards) the identity may publish to.
         subscribe: Subjects the identity may subscribe to.
         inbox_prefix: The prefix its client must give its reply inboxes (`inbox_prefix` of
             nats-py's connect); its subscribe list is `<inbox_prefix>.>`.
+        account: The account its users belong to.
+        imports: What its account imports from the JetStream account (services only).
+        api_prefix: The JetStream API prefix its clients must use (`NATS_JS_API_PREFIX`),
+            or None for the account's own (`$JS.API`, or a domain's).
     """
 
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
     inbox_prefix: str
+    account: str = ""
+    imports: tuple[Import, ...] = ()
+    api_prefix: str | None = None
 
     def to_dict(self) -> dict[str, list[str]]:
         """The `permissions` block of the server's config, as data."""
@@ -128,16 +169,38 @@ def ack_subjects(
     )
 
 
+def service_account(jetstream_account: str, service: str) -> str:
+    """The account of `service`: `<jetstream account>-<service>`."""
+    return f"{jetstream_account}-{service}"
+
+
+def _api(name: str) -> Import:
+    return Import(
+        f"{JETSTREAM_API_PREFIX}.{name}",
+        f"{SERVICE_API_PREFIX}.{name}",
+        stream_response=name.startswith("CONSUMER.MSG.NEXT."),
+    )
+
+
+def consumer_imports(
+    consumer: Consumer, *, account: str, domain: str | None = None
+) -> tuple[Import, ...]:
+    """What a service's account imports to use its own pull consumer `consumer`: its info,
+    its pull requests (answered by many messages) and the acks of its messages (whose
+    subjects the server sets, so they keep their name)."""
+    s, c = consumer.stream, consumer.name
+    return (
+        _api(f"CONSUMER.INFO.{s}.{c}"),
+        _api(f"CONSUMER.MSG.NEXT.{s}.{c}"),
+        *(Import(a, a) for a in ack_subjects(s, c, account=account, domain=domain)),
+    )
+
+
 def consumer_subjects(
     consumer: Consumer, *, account: str, domain: str | None = None
 ) -> tuple[str, ...]:
-    """What a service publishes to use its own pull consumer `consumer`."""
-    s, c = consumer.stream, consumer.name
-    return (
-        f"$JS.API.CONSUMER.INFO.{s}.{c}",
-        f"$JS.API.CONSUMER.MSG.NEXT.{s}.{c}",
-        *ack_subjects(s, c, account=account, domain=domain),
-    )
+    """What a service publishes (in its own account) to use its own pull consumer."""
+    return tuple(i.local for i in consumer_imports(consumer, account=account, domain=domain))
 
 
 def _filters(topology: Topology, consumer: Consumer) -> tuple[str, ...]:
@@ -169,18 +232,18 @@ def service_permissions(
 ) -> Permissions:
     """The permissions of `service`, derived from what the topology declares for it.
 
-    Publish, in this order: the subjects of its topics; the dead-letter subjects of its
-    consumers (`<dlq prefix>.<stream>.<filter>`, where the bus copies an exhausted message);
-    `$JS.API.STREAM.INFO.<stream>` of every stream it publishes to, consumes from or
-    dead-letters to (the bus's start-up check); and per consumer of its own:
-    `$JS.API.CONSUMER.INFO`, `$JS.API.CONSUMER.MSG.NEXT` and the acks (`ack_subjects`).
-    Subscribe: its inbox prefix only.
+    Imports and publish, in this order: the subjects of its topics; the dead-letter
+    subjects of its consumers (`<dlq prefix>.<stream>.<filter>`, where the bus copies an
+    exhausted message); `STREAM.INFO.<stream>` of every stream it publishes to, consumes
+    from or dead-letters to (the bus's start-up check); and per consumer of its own:
+    `CONSUMER.INFO`, `CONSUMER.MSG.NEXT` (these three under `SERVICE_API_PREFIX`) and the
+    acks (`ack_subjects`). Subscribe: its inbox prefix only.
 
     Args:
         topology: The model.
         service: A declared service.
-        account: The account the services live in (default: the topology's name); names
-            the v2 ack subjects.
+        account: The JetStream account (default: the topology's name); names the v2 ack
+            subjects and, with the service, the service's account.
         domain: The JetStream domain of the servers, if one is set.
 
     Raises:
@@ -195,7 +258,7 @@ def service_permissions(
     account = account or topology.name
     topics = topology.topics_published_by(service)
     consumers = topology.consumers_of(service)
-    publish: list[str] = [t.subject for t in topics]
+    imports: list[Import] = [Import(t.subject, t.subject) for t in topics]
     streams = [t.stream for t in topics] + [c.stream for c in consumers]
     for c in consumers:
         dead_letter = topology.stream(c.stream).dead_letter
@@ -203,18 +266,34 @@ def service_permissions(
             continue
         dl = topology.stream(dead_letter)
         streams.append(dl.name)
-        publish += [dl.dead_letter_subject(c.stream, f) for f in _filters(topology, c)]
-    publish += [f"$JS.API.STREAM.INFO.{s}" for s in _unique(streams)]
+        for f in _filters(topology, c):
+            subject = dl.dead_letter_subject(c.stream, f)
+            imports.append(Import(subject, subject))
+    imports += [_api(f"STREAM.INFO.{s}") for s in _unique(streams)]
     for c in consumers:
-        publish += consumer_subjects(c, account=account, domain=domain)
+        imports += consumer_imports(c, account=account, domain=domain)
+    unique = tuple(dict.fromkeys(imports))
     prefix = inbox_prefix(service)
-    return Permissions(_unique(publish), (f"{prefix}.>",), prefix)
+    return Permissions(
+        _unique(i.local for i in unique),
+        (f"{prefix}.>",),
+        prefix,
+        account=service_account(account, service),
+        imports=unique,
+        api_prefix=SERVICE_API_PREFIX,
+    )
 
 
-def admin_permissions(identity: str = ADMIN) -> Permissions:
-    """The provisioning identity: JetStream management, no message access, its own inbox."""
+def admin_permissions(identity: str = ADMIN, *, account: str = "") -> Permissions:
+    """The provisioning identity, in the JetStream account: management, no message access.
+
+    It may subscribe to every inbox of that account (`_INBOX.>`), so that clients which
+    cannot set an inbox prefix (NACK's controller, nats.go's default `_INBOX.<random>`)
+    get their API answers; the services' inboxes are in their own accounts, out of its
+    sight. natstopo's own tools still use `_INBOX.admin`.
+    """
     prefix = inbox_prefix(identity)
-    return Permissions(ADMIN_API_SUBJECTS, (f"{prefix}.>",), prefix)
+    return Permissions(ADMIN_API_SUBJECTS, (f"{INBOX_ROOT}.>",), prefix, account=account)
 
 
 def monitor_permissions(identity: str = MONITOR) -> Permissions:
@@ -226,7 +305,7 @@ def monitor_permissions(identity: str = MONITOR) -> Permissions:
         *(f"$SYS.REQ.SERVER.*.{r}" for r in MONITOR_REPORTS),
         *(f"$SYS.REQ.ACCOUNT.*.{r}" for r in MONITOR_ACCOUNT_REPORTS),
     ]
-    return Permissions(tuple(publish), (f"{prefix}.>",), prefix)
+    return Permissions(tuple(publish), (f"{prefix}.>",), prefix, account=SYSTEM_ACCOUNT)
 
 
 _DOMAIN = re.compile(r"[A-Za-z0-9_-]+")
@@ -255,10 +334,32 @@ def all_permissions(
     """
     check_identity_names(topology)
     check_domain(domain)
+    account = account or topology.name
     out = {
         s.name: service_permissions(topology, s.name, account=account, domain=domain)
         for s in topology.services
     }
-    out[ADMIN] = admin_permissions()
+    out[ADMIN] = admin_permissions(account=account)
     out[MONITOR] = monitor_permissions()
     return out
+
+
+@dataclass(frozen=True)
+class Export:
+    """One service export of the JetStream account, to the accounts that import it."""
+
+    subject: str
+    accounts: tuple[str, ...]
+    stream_response: bool = False
+
+
+def jetstream_exports(permissions: dict[str, Permissions]) -> tuple[Export, ...]:
+    """What the JetStream account exports: each imported subject once, to exactly the
+    service accounts that import it (first use's order)."""
+    by_subject: dict[str, tuple[list[str], bool]] = {}
+    for perms in permissions.values():
+        for imp in perms.imports:
+            accounts, _ = by_subject.setdefault(imp.subject, ([], imp.stream_response))
+            if perms.account not in accounts:
+                accounts.append(perms.account)
+    return tuple(Export(s, tuple(a), st) for s, (a, st) in by_subject.items())

@@ -85,7 +85,11 @@ def test_every_identity_has_its_secret_and_no_secret_is_anywhere_else(
     for cred in rendered.credentials:
         identity, password = cred["identity"], cred["password"]
         secret = rendered.identity(identity)
-        assert set(secret) == KEYS
+        # a service's account imports JetStream's API under natstopo's prefix
+        service = identity not in ("admin", "monitor")
+        assert set(secret) == (KEYS | {"NATS_JS_API_PREFIX"} if service else KEYS)
+        if service:
+            assert secret["NATS_JS_API_PREFIX"] == "$NATSTOPO.API"
         assert secret["NATS_USER"] == f"{identity}.1" == cred["user"]
         assert secret["NATS_PASSWORD"] == password
         assert secret["NATS_INBOX_PREFIX"] == f"_INBOX.{identity}"
@@ -236,6 +240,45 @@ async def _publish(urls: list[str], secret: dict[str, str], allowed: str, refuse
         await nc.close()
 
 
+async def _round_trip_with_the_bus(
+    urls: list[str], publisher: dict[str, str], worker: dict[str, str]
+) -> str:
+    """svc-ingestion's bus publishes a job and svc-ocr's bus takes it, each from nothing but
+    its Secret's variables (start-up check, publish, fetch and ack through the imports)."""
+    from bus_runtime import EventPayload, create_event_bus
+    from bus_runtime.security import service_connect_options
+
+    topology = load_topology("topology/topology.yaml", "dev")
+    got: asyncio.Queue[EventPayload] = asyncio.Queue()
+
+    async def handle(topic: str, payload: EventPayload) -> None:
+        got.put_nowait(payload)
+
+    def bus(service: str, secret: dict[str, str]):  # type: ignore[no-untyped-def]
+        connection = service_connect_options(service, env={**secret, "NATS_URL": urls[0]})
+        return create_event_bus("nats", topology=topology, service=service, connection=connection)
+
+    ocr, ingestion = bus("svc-ocr", worker), bus("svc-ingestion", publisher)
+    await ocr.subscribe("ocr.requested", handle)
+    await ocr.start()
+    await ingestion.start()
+    ulid = "01J0000000000000000000000A"
+    job = {
+        "document_id": ulid,
+        "client_id": ulid,
+        "object_key": "s3://docs/d-1.pdf",
+        "content_type": "application/pdf",
+    }
+    try:
+        await ingestion.publish(
+            "ocr.requested", EventPayload(data=job, actor="svc-ingestion", tenant_id="t-secret")
+        )
+        return (await asyncio.wait_for(got.get(), 10)).tenant_id
+    finally:
+        await ingestion.stop()
+        await ocr.stop()
+
+
 async def _refused(urls: list[str], **auth: Any) -> str:
     try:
         nc = await nats.connect(urls, allow_reconnect=False, max_reconnect_attempts=1, **auth)
@@ -267,6 +310,8 @@ def test_a_services_secret_publishes_its_topic_and_is_refused_anothers(
             _publish(urls, ocr, "tax.document.ocr_completed", "tax.user.created")
         )
         assert "tax.user.created" in error
+        done = _round_trip_with_the_bus(urls, ingestion, ocr)
+        assert loop.run_until_complete(done) == "t-secret"
         assert "authorization violation" in loop.run_until_complete(_refused(urls))
         wrong = {**_auth(ocr), "password": ingestion["NATS_PASSWORD"]}
         assert "authorization violation" in loop.run_until_complete(_refused(urls, **wrong))
