@@ -30,7 +30,11 @@ def test_render_writes_every_file_private_and_prints_no_secret(
     assert main(argv) == 0
     first = capsys.readouterr()
     topology = load_topology(SHIPPED, "dev")
-    names = {f"{s.name}.env" for s in topology.services} | {"admin.env", "monitor.env"}
+    names = {f"{s.name}.env" for s in topology.services} | {
+        "admin.env",
+        "dlq-operator.env",
+        "monitor.env",
+    }
     assert {p.name for p in out.iterdir()} == names | {"auth.conf", "identities.json"}
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in out.iterdir())
     assert (

@@ -16,6 +16,7 @@ from bus_runtime import load_topology
 from bus_runtime._errors import PermissionViolationError, SetupError
 from bus_runtime.security import (
     ADMIN,
+    DLQ_OPERATOR,
     MONITOR,
     CredentialStore,
     PublicCredential,
@@ -83,6 +84,7 @@ def test_the_jetstream_account_exports_each_import_to_its_importers_only(topolog
         "tax-agent-svc-ingestion",
         "tax-agent-svc-firm-connectors",
         "tax-agent-svc-rpa",
+        "tax-agent-dlq-operator",  # a replay publishes on the original subject
     )
     assert perms[ADMIN].account == "tax-agent" and not perms[ADMIN].imports
     assert perms[MONITOR].account == "SYS"
@@ -104,7 +106,7 @@ def test_a_domain_names_the_v2_acks(topology) -> None:  # type: ignore[no-untype
 
 def test_every_service_gets_what_it_declares_and_nothing_of_another(topology) -> None:  # type: ignore[no-untyped-def]
     perms = all_permissions(topology)
-    assert list(perms) == [s.name for s in topology.services] + [ADMIN, MONITOR]
+    assert list(perms) == [s.name for s in topology.services] + [ADMIN, DLQ_OPERATOR, MONITOR]
     for svc in topology.services:
         p = perms[svc.name]
         data = [s for s in p.publish if not s.startswith("$") and not s.startswith("dlq.")]
@@ -215,7 +217,7 @@ def test_the_store_writes_private_files_and_no_secret_where_it_should_not(
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     secrets = [read_env_file(p)["NATS_PASSWORD"] for p in result.env_files.values()]
-    assert len(set(secrets)) == len(secrets) == len(topology.services) + 2
+    assert len(set(secrets)) == len(secrets) == len(topology.services) + 3
     public = store.auth_path.read_text() + store.state_path.read_text()
     assert not [s for s in secrets if s in public]
     assert not [s for s in secrets if s in repr(result)]

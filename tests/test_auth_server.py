@@ -30,6 +30,7 @@ from bus_runtime.jetstream.api import JetStreamApi
 from bus_runtime.jetstream.connect import ConnectOptions, connect
 from bus_runtime.security import (
     ADMIN,
+    DLQ_OPERATOR,
     MONITOR,
     CredentialStore,
     account_hash,
@@ -1026,6 +1027,89 @@ async def test_the_cli_provisions_with_the_admin_env_file(
     argv = ["apply", str(SHIPPED), "--env", "dev", "--server", server.url]
     assert await asyncio.to_thread(main, argv) == 0
     assert await asyncio.to_thread(main, ["drift", *argv[1:]]) == 0
+
+
+async def test_the_dlq_operator_lists_replays_and_purges_dead_letters_and_nothing_else(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`natstopo dlq` with the dlq-operator's env file: list, replay to the consumer that
+    failed, purge; and the server refuses it everything else."""
+    from bus_runtime.bus.delivery import DLQ_CONSUMER, DLQ_SEQUENCE, DLQ_STREAM, DLQ_SUBJECT
+    from bus_runtime.cli.main import main
+
+    server, topology, store = provisioned
+    # a dead letter of svc-ocr's ocr-worker, written as its bus writes one
+    ocr = await connect_as(server.url, store, "svc-ocr")
+    headers = {
+        DLQ_STREAM: "TAX_AGENT_JOBS",
+        DLQ_SUBJECT: "jobs.ocr.requested",
+        DLQ_SEQUENCE: "7",
+        DLQ_CONSUMER: "ocr-worker",
+    }
+    for body in (b'{"n": 1}', b'{"n": 2}'):
+        await ocr.js().publish("dlq.TAX_AGENT_JOBS.jobs.ocr.requested", body, headers=headers)
+    for key, value in read_env_file(store.env_path(DLQ_OPERATOR)).items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+
+    def cli(*argv: str) -> tuple[int, str]:
+        code = main(["dlq", *argv, str(SHIPPED), "--env", "dev", "--server", server.url])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    code, text = await asyncio.to_thread(cli, "list", "--format", "json")
+    assert code == 0, text
+    listed = json.loads(text)
+    assert [d["consumer"] for d in listed] == ["ocr-worker", "ocr-worker"], listed
+    code, text = await asyncio.to_thread(cli, "replay", "--seq", str(listed[0]["dlq_seq"]))
+    assert code == 0, text
+    # the replayed job is back on its subject, for ocr-worker
+    sub = await ocr.js().pull_subscribe_bind("ocr-worker", "TAX_AGENT_JOBS")
+    (msg,) = await sub.fetch(1, timeout=10)
+    assert msg.data == b'{"n": 1}' and msg.headers["Natstopo-Replay-For"] == "ocr-worker"
+    await msg.ack_sync()
+    await ocr.nc.close()
+    code, text = await asyncio.to_thread(cli, "purge", "--all")
+    assert code == 0, text
+    states = await _stream_states(server.url, store, topology)
+    assert states["TAX_AGENT_DLQ"]["messages"] == 0
+    operator = await connect_as(server.url, store, DLQ_OPERATOR)
+    assert operator.api == "$NATSTOPO.API"
+    for subject in (
+        "$JS.API.STREAM.DELETE.TAX_AGENT_DLQ",
+        "$JS.API.STREAM.UPDATE.TAX_AGENT_DLQ",
+        "$JS.API.STREAM.MSG.GET.TAX_AGENT_EVENTS",  # the data itself
+        "$JS.API.DIRECT.GET.TAX_AGENT_EVENTS",
+        "$JS.API.STREAM.PURGE.TAX_AGENT_EVENTS",
+        "$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.ocr-worker",
+        "$JS.API.CONSUMER.CREATE.TAX_AGENT_EVENTS.steal",
+        "dlq.TAX_AGENT_JOBS.jobs.ocr.requested",  # forging a dead letter
+    ):
+        await operator.refused_publish(subject)
+        if subject.startswith("$JS.API."):
+            await operator.refused_publish(operator.api + subject.removeprefix("$JS.API"))
+    await operator.refused_subscribe("_INBOX.>")
+    await operator.nc.close()
+    # what it read stayed in its own account: the admin, subscribed to every inbox of the
+    # JetStream account, sees none of a second listing
+    admin = await connect_as(server.url, store, ADMIN)
+    seen: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        seen.put_nowait(msg)
+
+    await admin.nc.subscribe("_INBOX.>", cb=on_msg)
+    await admin.nc.flush()
+    ocr = await connect_as(server.url, store, "svc-ocr")
+    await ocr.js().publish("dlq.TAX_AGENT_JOBS.jobs.ocr.requested", b'{"n": 3}', headers=headers)
+    await ocr.nc.close()
+    code, text = await asyncio.to_thread(cli, "list", "--format", "json")
+    assert code == 0 and len(json.loads(text)) == 1, text
+    await admin.nc.flush()
+    assert seen.empty(), seen.get_nowait()
+    await admin.nc.close()
 
 
 async def test_the_cli_with_a_service_env_file_says_the_server_refused_it(

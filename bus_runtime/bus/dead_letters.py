@@ -31,7 +31,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from .._errors import BusError, ReconcileError
-from ..jetstream.api import NO_MESSAGE_FOUND, JetStreamApi
+from ..jetstream.api import DEFAULT_API_PREFIX, NO_MESSAGE_FOUND, JetStreamApi
 from ..topology.model import Topology
 from ..topology.units import UnitError, parse_duration
 from .delivery import (
@@ -246,11 +246,14 @@ async def read_dead_letters(
     seqs: Iterable[int] | None = None,
     limit: int | None = None,
     selection: Selection | None = None,
+    api_prefix: str = DEFAULT_API_PREFIX,
 ) -> list[DeadLetter]:
     """Dead letters on the server, oldest first per dead-letter stream.
 
     Args:
         nc: A connection.
+        api_prefix: The connection's JetStream API prefix (a domain's, or the imports'
+            of the dlq-operator's account: `NATS_JS_API_PREFIX`).
         topology: The topology (names the dead-letter streams).
         stream: Only this dead-letter stream.
         origin: Only dead letters of this origin stream.
@@ -266,7 +269,7 @@ async def read_dead_letters(
     )
     if sel.origin is not None and sel.origin not in {s.name for s in topology.streams}:
         raise BusError(f"`{sel.origin}` is not a stream of topology `{topology.name}`")
-    api = JetStreamApi(nc)
+    api = JetStreamApi(nc, api_prefix)
     out: list[DeadLetter] = []
     for name in dead_letter_streams(topology, sel.stream):
         dl = topology.stream(name)
@@ -364,11 +367,13 @@ async def replay_dead_letter(
     keep: bool = False,
     consumer: str | None = None,
     topology: Topology | None = None,
+    api_prefix: str = DEFAULT_API_PREFIX,
 ) -> int:
     """Publish a dead letter again for the consumer that failed it; its new stream sequence.
 
     Args:
         nc: A connection.
+        api_prefix: The connection's JetStream API prefix.
         letter: The dead letter.
         keep: Keep the dead letter (else it is deleted once the origin stream stored the replay).
         consumer: Replay for this consumer instead of the one the dead letter names.
@@ -396,7 +401,7 @@ async def replay_dead_letter(
     headers[MSG_ID_HEADER] = f"{base}.replay.{letter.dlq_stream}.{letter.dlq_seq}"
     headers[REPLAYED_FROM] = f"{letter.dlq_stream}:{letter.dlq_seq}"
     headers[REPLAY_FOR] = target
-    api = JetStreamApi(nc)
+    api = JetStreamApi(nc, api_prefix)
     js = nc.jetstream()
     try:
         ack = await js.publish(letter.subject, letter.data, headers=headers, timeout=5.0)
@@ -425,6 +430,7 @@ async def replay_dead_letters(
     dry_run: bool = False,
     on_each: Callable[[DeadLetter, int | None, str], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    api_prefix: str = DEFAULT_API_PREFIX,
 ) -> int:
     """Replay `letters` in order, at most `rate` per second; how many were (or would be) sent.
 
@@ -442,21 +448,28 @@ async def replay_dead_letters(
         if dry_run:
             new_seq = None
         else:
-            new_seq = await replay_dead_letter(nc, letter, keep=keep, consumer=target)
+            new_seq = await replay_dead_letter(
+                nc, letter, keep=keep, consumer=target, api_prefix=api_prefix
+            )
         if on_each is not None:
             on_each(letter, new_seq, target)
     return len(letters)
 
 
 async def purge_dead_letters(
-    nc: Client, topology: Topology, selection: Selection, *, dry_run: bool = False
+    nc: Client,
+    topology: Topology,
+    selection: Selection,
+    *,
+    dry_run: bool = False,
+    api_prefix: str = DEFAULT_API_PREFIX,
 ) -> int:
     """Delete the selected dead letters; how many were (or would be) deleted.
 
     A selection narrowed only by stream and origin is purged by the server in one request
     per dead-letter stream; any other narrowing deletes letter by letter.
     """
-    api = JetStreamApi(nc)
+    api = JetStreamApi(nc, api_prefix)
     if not selection.narrowed:
         total = 0
         for name in dead_letter_streams(topology, selection.stream):
@@ -468,7 +481,10 @@ async def purge_dead_letters(
                 body: dict[str, Any] = {"filter": f"{dl.subject_prefix}.{selection.origin}.>"}
                 count = len(
                     await read_dead_letters(
-                        nc, topology, selection=Selection(stream=name, origin=selection.origin)
+                        nc,
+                        topology,
+                        selection=Selection(stream=name, origin=selection.origin),
+                        api_prefix=api_prefix,
                     )
                 )
             else:
@@ -479,7 +495,7 @@ async def purge_dead_letters(
                 count = int((resp or {}).get("purged", count))
             total += count
         return total
-    letters = await read_dead_letters(nc, topology, selection=selection)
+    letters = await read_dead_letters(nc, topology, selection=selection, api_prefix=api_prefix)
     if not dry_run:
         for letter in letters:
             await api.call(

@@ -51,9 +51,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         selection = _selection(args, topology)
-        nc = await connect(options_from_args(args))
+        options = options_from_args(args)
+        nc = await connect(options)
         try:
-            letters = await read_dead_letters(nc, topology, selection=selection)
+            letters = await read_dead_letters(
+                nc, topology, selection=selection, api_prefix=options.api_prefix
+            )
         finally:
             await nc.close()
         if args.format == "json":
@@ -103,9 +106,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         selection = _selection(args, topology)
-        nc = await connect(options_from_args(args))
+        options = options_from_args(args)
+        nc = await connect(options)
         try:
-            letters = await read_dead_letters(nc, topology, selection=selection)
+            letters = await read_dead_letters(
+                nc, topology, selection=selection, api_prefix=options.api_prefix
+            )
             if args.seq and not args.all:
                 missing = sorted(set(args.seq) - {d.dlq_seq for d in letters})
                 if missing:
@@ -137,6 +143,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 rate=args.rate,
                 dry_run=args.dry_run,
                 on_each=report,
+                api_prefix=options.api_prefix,
             )
         finally:
             await nc.close()
@@ -156,9 +163,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         selection = _selection(args, topology)
-        nc = await connect(options_from_args(args))
+        options = options_from_args(args)
+        nc = await connect(options)
         try:
-            n = await purge_dead_letters(nc, topology, selection, dry_run=args.dry_run)
+            n = await purge_dead_letters(
+                nc, topology, selection, dry_run=args.dry_run, api_prefix=options.api_prefix
+            )
         finally:
             await nc.close()
         if args.dry_run:

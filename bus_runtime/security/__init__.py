@@ -27,6 +27,7 @@ from .credentials import (
 )
 from .permissions import (
     ADMIN,
+    DLQ_OPERATOR,
     MONITOR,
     SERVICE_API_PREFIX,
     Export,
@@ -36,6 +37,7 @@ from .permissions import (
     ack_subjects,
     admin_permissions,
     all_permissions,
+    dlq_operator_permissions,
     inbox_prefix,
     jetstream_exports,
     monitor_permissions,
@@ -47,6 +49,7 @@ from .violations import permission_violation
 __all__ = [  # noqa: RUF022 - grouped by module
     # permissions
     "ADMIN",
+    "DLQ_OPERATOR",
     "MONITOR",
     "SERVICE_API_PREFIX",
     "Export",
@@ -56,6 +59,7 @@ __all__ = [  # noqa: RUF022 - grouped by module
     "ack_subjects",
     "admin_permissions",
     "all_permissions",
+    "dlq_operator_permissions",
     "inbox_prefix",
     "jetstream_exports",
     "monitor_permissions",

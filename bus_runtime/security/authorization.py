@@ -37,6 +37,7 @@ from .._errors import SetupError
 from ..topology.model import Topology
 from .permissions import (
     ADMIN,
+    DLQ_OPERATOR,
     MONITOR,
     SYSTEM_ACCOUNT,
     Permissions,
@@ -207,7 +208,7 @@ def render_authorization(
         body = "    imports: [\n" + "\n".join(imports) + "\n    ]\n" if imports else ""
         return f"  {_q(p.account)}: {{\n    users: [\n{users([identity])}\n    ]\n{body}  }}\n"
 
-    services = [s.name for s in topology.services]
+    services = [s.name for s in topology.services] + [DLQ_OPERATOR]
     env = topology.environment or "base"
     export_text = exports()
     export_block = f"    exports: [\n{export_text}\n    ]\n" if export_text else ""

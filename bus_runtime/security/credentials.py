@@ -45,7 +45,14 @@ from ..jetstream.connect import (
 )
 from ..topology.model import Topology
 from .authorization import PublicCredential, render_authorization
-from .permissions import ADMIN, MONITOR, all_permissions, check_identity_names, inbox_prefix
+from .permissions import (
+    ADMIN,
+    DLQ_OPERATOR,
+    MONITOR,
+    all_permissions,
+    check_identity_names,
+    inbox_prefix,
+)
 
 PASSWORD = "password"
 NKEY = "nkey"
@@ -465,7 +472,7 @@ class CredentialStore:
             if name not in identities:
                 raise SetupError(
                     f"`{name}` is not an identity of topology `{topology.name}` "
-                    f"(services, `{ADMIN}`, `{MONITOR}`)"
+                    f"(services, `{ADMIN}`, `{DLQ_OPERATOR}`, `{MONITOR}`)"
                 )
         both = sorted(set(rotate) & set(retire))
         if both:

@@ -42,7 +42,8 @@ from ..topology.model import Consumer, Topology
 
 ADMIN = "admin"
 MONITOR = "monitor"
-RESERVED_IDENTITIES = frozenset({ADMIN, MONITOR})
+DLQ_OPERATOR = "dlq-operator"
+RESERVED_IDENTITIES = frozenset({ADMIN, MONITOR, DLQ_OPERATOR})
 INBOX_ROOT = "_INBOX"
 SYSTEM_ACCOUNT = "SYS"
 # The JetStream API prefix in a service's account (its imports' local subjects): what
@@ -296,6 +297,40 @@ def admin_permissions(identity: str = ADMIN, *, account: str = "") -> Permission
     return Permissions(ADMIN_API_SUBJECTS, (f"{INBOX_ROOT}.>",), prefix, account=account)
 
 
+def dlq_operator_permissions(
+    topology: Topology, identity: str = DLQ_OPERATOR, *, account: str | None = None
+) -> Permissions:
+    """Who runs `natstopo dlq list|replay|purge`, in an account of its own like a service
+    (`<jetstream account>-dlq-operator`, JetStream's API under `SERVICE_API_PREFIX`): of
+    each dead-letter stream its info, message get, message delete and purge; of each
+    stream that dead-letters into one, its info and its topics' subjects (a replay
+    publishes the body again on its original subject). No stream or consumer management,
+    no fetch or ack, nothing of a stream without dead letters; and, in its own account,
+    its inbox (the dead letters it reads) is out of the admin's sight."""
+    account = account or topology.name
+    imports: list[Import] = []
+    for s in topology.streams:
+        if s.dead_letter_sources:
+            imports += [
+                _api(f"STREAM.{what}.{s.name}")
+                for what in ("INFO", "MSG.GET", "MSG.DELETE", "PURGE")
+            ]
+    for s in topology.streams:
+        if s.dead_letter is not None:
+            imports.append(_api(f"STREAM.INFO.{s.name}"))
+            imports += [Import(t.subject, t.subject) for t in s.topics]
+    unique = tuple(dict.fromkeys(imports))
+    prefix = inbox_prefix(identity)
+    return Permissions(
+        _unique(i.local for i in unique),
+        (f"{prefix}.>",),
+        prefix,
+        account=service_account(account, identity),
+        imports=unique,
+        api_prefix=SERVICE_API_PREFIX,
+    )
+
+
 def monitor_permissions(identity: str = MONITOR) -> Permissions:
     """The monitoring identity of the system account: report requests only."""
     prefix = inbox_prefix(identity)
@@ -327,7 +362,8 @@ def check_domain(domain: str | None) -> None:
 def all_permissions(
     topology: Topology, *, account: str | None = None, domain: str | None = None
 ) -> dict[str, Permissions]:
-    """Every identity's permissions: each service in file order, then `admin`, `monitor`.
+    """Every identity's permissions: each service in file order, then `admin`,
+    `dlq-operator`, `monitor`.
 
     Raises:
         SetupError: A service has a reserved name.
@@ -340,6 +376,7 @@ def all_permissions(
         for s in topology.services
     }
     out[ADMIN] = admin_permissions(account=account)
+    out[DLQ_OPERATOR] = dlq_operator_permissions(topology, account=account)
     out[MONITOR] = monitor_permissions()
     return out
 

@@ -207,7 +207,8 @@ def test_dev_stack_up_no_changes_destroy(
     assert stored["streams"] and stored["consumers"], stored
     # Authorization: the servers' auth.conf and a Secret per identity; NACK connects as admin.
     assert "nats-auth" in stored["secrets"] and "nats-creds-admin" in stored["secrets"]
-    assert len(stored["secrets"]) == 1 + len(load_topology_services("dev")) + 2
+    # auth.conf, one per service, admin, dlq-operator, monitor
+    assert len(stored["secrets"]) == 1 + len(load_topology_services("dev")) + 3
     assert stored["accounts"] == ["nats-admin"]
     destroy_leaves_nothing(pulumi, kube_api, "dev")
     print(f"dev timings: {pulumi.timings}")

@@ -503,7 +503,7 @@ def test_the_local_job_brings_the_stack_up_and_a_rerun_changes_nothing(
     project = copy_project(tmp_path / "repo", keep_salt=True)
     shutil.copytree(REPO / "tools", project / "tools", ignore=shutil.ignore_patterns("__pycache__"))
     topology = load_topology(project / "topology" / "topology.yaml", "local")
-    identities = [*(svc.name for svc in topology.services), "admin", "monitor"]
+    identities = [*(svc.name for svc in topology.services), "admin", "dlq-operator", "monitor"]
     base = _free_base_port(3)
     home = tmp_path / "local"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_") and k != "KUBECONFIG"}

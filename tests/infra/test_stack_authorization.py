@@ -63,7 +63,7 @@ def render(stack: str, overrides: dict[str, Any] | None = None) -> Rendered:
 
 def identities_of(stack: str) -> list[str]:
     topology = load_topology("topology/topology.yaml", stack)
-    return [*(s.name for s in topology.services), "admin", "monitor"]
+    return [*(s.name for s in topology.services), "admin", "dlq-operator", "monitor"]
 
 
 @pytest.mark.parametrize("stack", ["local", "dev", "staging", "prod"])
@@ -86,7 +86,7 @@ def test_every_identity_has_its_secret_and_no_secret_is_anywhere_else(
         identity, password = cred["identity"], cred["password"]
         secret = rendered.identity(identity)
         # a service's account imports JetStream's API under natstopo's prefix
-        service = identity not in ("admin", "monitor")
+        service = identity not in ("admin", "monitor")  # and dlq-operator: imports too
         assert set(secret) == (KEYS | {"NATS_JS_API_PREFIX"} if service else KEYS)
         if service:
             assert secret["NATS_JS_API_PREFIX"] == "$NATSTOPO.API"
