@@ -1248,6 +1248,62 @@ async def test_a_reply_a_service_names_is_answered_in_its_own_account(
         assert after == before, target
 
 
+@pytest.mark.parametrize("binary", SERVERS, ids=_ids(SERVERS))
+async def test_a_pull_outliving_the_imports_response_threshold_loses_its_late_messages(
+    binary: ServerBinary,
+) -> None:
+    """Why the bus bounds `pull_expires` (60 s, under the server's default threshold of 2
+    minutes): with a threshold of 1 s, a message the server delivers to a pull after it is
+    counted as delivered but never reaches the importing account; it waits out its ack
+    wait. (natstopo renders no threshold: the default.)"""
+    conf = """
+accounts {
+  JS: { jetstream: enabled, users: [{user: adm, password: adm}],
+    exports: [ { service: "$JS.API.CONSUMER.MSG.NEXT.S.c", accounts: [A], response_type: stream,
+                 response_threshold: "1s" } ] }
+  A: { users: [{user: a, password: a}],
+    imports: [ { service: { account: JS, subject: "$JS.API.CONSUMER.MSG.NEXT.S.c" },
+                 to: "$NATSTOPO.API.CONSUMER.MSG.NEXT.S.c" } ] }
+}
+"""
+    with running_server(binary, includes={"auth.conf": conf}) as server:
+        adm = await nats.connect(server.url, user="adm", password="adm")
+        a = await nats.connect(server.url, user="a", password="a")
+        try:
+            js = adm.jetstream()
+            await js.add_stream(name="S", subjects=["s.>"])
+            await js.add_consumer("S", durable_name="c", ack_policy="explicit")
+            got: asyncio.Queue[Msg] = asyncio.Queue()
+
+            async def on_msg(msg: Msg) -> None:
+                got.put_nowait(msg)
+
+            inbox = a.new_inbox()
+            await a.subscribe(inbox, cb=on_msg)
+            pull = {"batch": 2, "expires": 10_000_000_000}
+            await a.publish(
+                "$NATSTOPO.API.CONSUMER.MSG.NEXT.S.c", json.dumps(pull).encode(), reply=inbox
+            )
+            await a.flush()
+            await js.publish("s.1", b"early")
+            assert (await asyncio.wait_for(got.get(), 5)).data == b"early"
+            # Time past the threshold is what is tested here (the server sweeps response
+            # mappings on a timer), so this waits for time itself.
+            await asyncio.sleep(2.5)
+            await js.publish("s.2", b"late")
+            # the server delivered it (to the expired mapping) ...
+            async with asyncio.timeout(5):
+                while (await js.consumer_info("S", "c")).delivered.stream_seq < 2:  # noqa: ASYNC110 - the server's state, polled until it shows the delivery
+                    await asyncio.sleep(0.05)
+            # ... and the importer's connection, round-tripped after that, never got it
+            await a.flush()
+            assert got.empty(), got.get_nowait()
+            assert (await js.consumer_info("S", "c")).num_ack_pending == 2
+        finally:
+            await a.close()
+            await adm.close()
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 async def test_a_reply_a_service_names_is_answered_in_its_own_account_in_a_cluster(

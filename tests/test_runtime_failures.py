@@ -261,6 +261,11 @@ def test_the_source_documents_constructor_gives_setup_error(tmp_path: Path) -> N
         NATSEventBus("nats://x", topology=path, service="svc-a", publish_timeout=0)
     with pytest.raises(SetupError, match=r"`stop_timeout` must be a finite number of seconds"):
         NATSEventBus("nats://x", topology=path, service="svc-a", stop_timeout=float("inf"))
+    with pytest.raises(SetupError, match=r"`pull_expires` must be at most 60 seconds"):
+        NATSEventBus("nats://x", topology=path, service="svc-a", pull_expires=61)
+    assert (
+        NATSEventBus("nats://x", topology=path, service="svc-a", pull_expires=60).pull_expires == 60
+    )
     with pytest.raises(SetupError, match=r"`max_in_flight` must be an integer of at least 1"):
         NATSEventBus("nats://x", topology=path, service="svc-a", max_in_flight=0)
     with pytest.raises(SetupError, match=r"`servers` must be a NATS URL"):

@@ -114,6 +114,10 @@ def _check_connect_options(options: dict[str, Any]) -> None:
         )
 
 
+# A pull request's lifetime bound: under the server's default response threshold (2 min) of
+# the service account's MSG.NEXT import (docs/security.md), with room to spare.
+MAX_PULL_EXPIRES = 60.0
+
 class NATSEventBus:
     """The event bus of one service of a topology, on NATS JetStream.
 
@@ -132,7 +136,8 @@ class NATSEventBus:
         publish_retry_for: Seconds after the first send when a publish gives up (False).
         max_in_flight: Publishes awaiting their acknowledgement at most (the window).
         stop_timeout: Seconds `stop` waits for running handlers and in-flight publishes.
-        pull_expires: Seconds a pull request waits on the server; bounds `stop`'s wait too.
+        pull_expires: Seconds a pull request waits on the server (at most 60); bounds
+            `stop`'s wait too.
         start_timeout: Seconds `start` tries to connect before it gives up (ConnectError).
         metrics: A `BusMetrics` (e.g. `bus_runtime.contrib.prometheus.PrometheusMetrics`).
         connect_options: Extra keyword arguments for `nats.connect`.
@@ -185,6 +190,13 @@ class NATSEventBus:
         self.max_in_flight = count("max_in_flight", max_in_flight)
         self.stop_timeout = seconds("stop_timeout", stop_timeout, allow_equal=True)
         self.pull_expires = seconds("pull_expires", pull_expires, minimum=0.001, allow_equal=True)
+        if self.pull_expires > MAX_PULL_EXPIRES:
+            raise SetupError(
+                f"`pull_expires` must be at most {MAX_PULL_EXPIRES:g} seconds, got "
+                f"{pull_expires!r}: across a service account's import the server forwards a "
+                "pull's messages for 2 minutes at most (the export's response threshold; a "
+                "message delivered later waits out its ack wait), and stop() waits a pull out"
+            )
         self.start_timeout = seconds("start_timeout", start_timeout)
         if metrics is not None and not isinstance(metrics, BusMetrics):
             raise SetupError(f"`metrics` must be a BusMetrics, got {type(metrics).__name__}")
