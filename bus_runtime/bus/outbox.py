@@ -20,6 +20,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.transport import TcpTransport
 
 _CRLF = b"\r\n"
 
@@ -129,6 +130,34 @@ class Outbox:
             return False
         self._append((cmd,), len(cmd), 0)
         msg._ackd = True
+        return True
+
+    def write_now(self) -> bool:
+        """Hand everything buffered to the socket now, in order, as the flusher task would
+        when it next runs; False (nothing done, the flusher still will) when not the plain
+        case: not connected, nothing buffered, not a plain TCP or TLS transport, or a
+        socket that is not keeping up (the flusher then waits for it as before).
+
+        For a pull request: the flusher runs only once the task that buffered it yields,
+        and a worker whose handlers never suspend yields only when every message it
+        received is handled, so the request went out with the last ack and the handlers
+        waited a whole round trip for the next messages.
+        """
+        nc = self._nc
+        if not self.enabled or nc._status != self._connected or not nc._pending_data_size:
+            return False
+        transport = nc._transport
+        if type(transport) is not TcpTransport:
+            return False
+        writer = transport._io_writer
+        if writer is None or writer.is_closing() or writer.transport.get_write_buffer_size():
+            return False
+        try:
+            transport.writelines(nc._pending)
+        except Exception:
+            return False  # the flusher writes it and handles the error as before
+        nc._pending = []
+        nc._pending_data_size = 0
         return True
 
 

@@ -198,6 +198,10 @@ class ConsumerRunner:
                 type(exc).__name__,
                 extra=log_fields(consumer=self.consumer.name, stream=self.stream.name),
             )
+            return
+        if self._outbox is not None:
+            # On the wire now, while the handlers still have half a batch to work on.
+            self._outbox.write_now()
 
     def connection_restored(self) -> None:
         """After a reconnect the open pull request may be gone with the old server: ask again."""
