@@ -153,7 +153,7 @@ class Outbox:
         if writer is None or writer.is_closing() or writer.transport.get_write_buffer_size():
             return False
         try:
-            transport.writelines(nc._pending)
+            writer.writelines(nc._pending)  # what TcpTransport.writelines does
         except Exception:
             return False  # the flusher writes it and handles the error as before
         nc._pending = []
@@ -182,6 +182,9 @@ class DirectDelivery(asyncio.Queue):  # type: ignore[type-arg]
 
     def put_nowait(self, item: Any) -> None:
         self._sub._pending_size -= len(item.data)  # as the subscription's task does
+        self.take(item)
+
+    def take(self, item: Any) -> None:
         try:
             self._handler(item)
         except Exception as exc:
@@ -201,5 +204,129 @@ def deliver_directly(
         or queue.qsize()
     ):
         return False
-    sub._pending_queue = DirectDelivery(sub, handler, on_error)
+    direct = DirectDelivery(sub, handler, on_error)
+    sub._pending_queue = direct
+    reader = _DirectReader.of(sub._conn)
+    if reader is not None:
+        reader.direct[sub._id] = direct
     return True
+
+
+# -- reading: the messages of directly delivered subscriptions ---------------------------
+def _header_name(raw: bytes) -> str | None:
+    """The key nats-py's `_parse_header_lines` makes of a header line's name, or None when
+    it skips the line (a name that is not ASCII, or holds whitespace)."""
+    try:
+        key = raw.strip().decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if any(c.isspace() for c in key):
+        return None
+    return key
+
+
+_UNSEEN = object()
+_header_names: dict[bytes, Any] = {}  # raw name -> its key (None: skipped), as nats-py
+
+
+def parse_headers(block: bytes) -> dict[str, str] | None:
+    """The headers nats-py (2.16, without fast_mail_parser) makes of a message's header
+    block that has no inline status (`NATS/1.0 404 ...`): the same keys and values, with
+    each name's check done once per name instead of once per message."""
+    if len(block) <= 10:
+        return None
+    out: dict[str, str] = {}
+    names = _header_names
+    for line in block[10:].split(_CRLF):
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        key = names.get(name, _UNSEEN)
+        if key is _UNSEEN:
+            key = _header_name(name)
+            if len(names) < 1024:
+                names[name] = key
+        if key is not None:
+            out[key] = value.strip().decode("utf-8", "replace")
+    return out or None
+
+
+def _plain_headers_parser() -> bool:
+    """True when nats-py parses headers itself (`_parse_header_lines`): with the optional
+    fast_mail_parser installed it uses that, and `parse_headers` would not be the same."""
+    try:
+        import nats.aio.client as client
+
+        return getattr(client, "parse_email", object()) is None
+    except Exception:
+        return False
+
+
+class _DirectReader:
+    """The connection's `_process_msg` for messages of directly delivered subscriptions.
+
+    nats-py's own (a coroutine, an inner coroutine for the headers, the JetStream and
+    flow-control checks of push consumers, a queue put) was about a quarter of the client
+    CPU per consumed message. For a subscription made with `deliver_directly` and a message
+    without an inline status, this does what nats-py does for such a message (statistics,
+    the subscription's count and auto-unsubscribe, the headers as nats-py parses them, the
+    message built by `_build_message`) and hands it over; anything else (status messages,
+    other subscriptions, a message at the slow-consumer limit) goes to nats-py's own.
+    """
+
+    def __init__(self, nc: Any) -> None:
+        self._nc = nc
+        self._original = nc._process_msg
+        self.direct: dict[int, DirectDelivery] = {}
+        nc._process_msg = self.process_msg
+        nc.__dict__["_natstopo_direct_reader"] = self
+
+    @classmethod
+    def of(cls, nc: Any) -> _DirectReader | None:
+        """The connection's reader (made on first use); None when this nats-py is not the
+        one it is written against."""
+        reader = nc.__dict__.get("_natstopo_direct_reader")
+        if reader is not None:
+            return reader  # type: ignore[no-any-return]
+        if not (_KNOWN_CLIENT and _PLAIN_HEADERS and isinstance(nc, Client)):
+            return None
+        if not all(hasattr(nc, a) for a in ("_subs", "stats", "_build_message", "_process_msg")):
+            return None
+        return cls(nc)
+
+    async def process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        direct = self.direct.get(sid)
+        if direct is None or (headers and (len(headers) <= 8 or headers[8] == 32)):
+            # not ours, or a status (`NATS/1.0 408 ...`): nats-py's own handling
+            return await self._original(sid, subject, reply, data, headers)  # type: ignore[no-any-return]
+        nc = self._nc
+        sub = nc._subs.get(sid)
+        if (
+            sub is None
+            or sub._pending_queue is not direct
+            or sub._jsi is not None
+            or sub._future is not None
+            or (
+                sub._pending_bytes_limit > 0
+                and sub._pending_size + len(data) >= sub._pending_bytes_limit
+            )
+        ):
+            return await self._original(sid, subject, reply, data, headers)  # type: ignore[no-any-return]
+        stats = nc.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        sub._received += 1
+        if sub._max_msgs > 0 and sub._received >= sub._max_msgs:
+            nc._subs.pop(sid, None)
+        msg = nc._build_message(
+            sid, subject, reply, data, parse_headers(headers) if headers else None
+        )
+        if msg:
+            direct.take(msg)
+
+
+_PLAIN_HEADERS = _plain_headers_parser()
