@@ -132,3 +132,128 @@ async def test_direct_delivery_gets_what_a_subscription_gets(nats_server: Any) -
     finally:
         await pub.close()
         await nc.close()
+
+
+# -- the parser: the bus's in-place reading of MSG and HMSG against nats-py's own ----------
+class _Recorder:
+    """The part of a nats-py Client its protocol parser calls, recording each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def _process_msg(self, *args: Any) -> None:
+        self.calls.append(("msg", *args))
+
+    async def _process_ping(self) -> None:
+        self.calls.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.calls.append(("pong",))
+
+    async def _process_info(self, info: Any) -> None:
+        self.calls.append(("info", info))
+
+    async def _process_err(self, err: str) -> None:
+        self.calls.append(("err", err))
+
+
+def _stream(ops: list[int], seed: int) -> bytes:
+    import random
+
+    rnd = random.Random(seed)
+    out = b""
+    for i, op in enumerate(ops):
+        body = bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 40)))
+        if op == 0:
+            out += b"MSG s.%d %d %d\r\n%s\r\n" % (i, 2 + i % 3, len(body), body)
+        elif op == 1:
+            out += b"MSG s.%d %d r.%d %d\r\n%s\r\n" % (i, 2 + i % 3, i, len(body), body)
+        elif op == 2:
+            hdr = b"NATS/1.0\r\nK: %d\r\n\r\n" % i
+            out += b"HMSG s.%d %d $JS.ACK.x.%d %d %d\r\n%s%s\r\n" % (
+                i, 2 + i % 3, i, len(hdr), len(hdr) + len(body), hdr, body
+            )  # fmt: skip
+        elif op == 3:
+            status = b"NATS/1.0 408 Request Timeout\r\n\r\n"
+            out += b"HMSG s.%d 3 %d %d\r\n%s\r\n" % (i, len(status), len(status), status)
+        elif op == 4:
+            out += b"PING\r\n"
+        elif op == 5:
+            out += b"PONG\r\n"
+        elif op == 6:
+            out += b"+OK\r\n"
+        elif op == 7:
+            out += b'INFO {"server_id": "x%d"}\r\n' % i
+        else:
+            out += b"HMSG s.%d 2 0 %d\r\n%s\r\n" % (i, len(body), body)  # no header bytes
+    return out
+
+
+def _run(coro: Any) -> None:
+    loop = asyncio.new_event_loop()  # a loop of its own: the tests' loop is left alone
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+async def _feed(parser: Any, data: bytes, cuts: list[int]) -> None:
+    last = 0
+    for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
+        await parser.parse(data[last:cut])
+        last = cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(st.integers(0, 8), max_size=25),
+    seed=st.integers(0, 1000),
+    cuts=st.lists(st.integers(0, 10_000), max_size=8),
+    taken=st.sets(st.integers(2, 4)),
+)
+def test_parse_reads_what_nats_py_reads(
+    ops: list[int], seed: int, cuts: list[int], taken: set[int]
+) -> None:
+    from nats.protocol.parser import Parser
+
+    data = _stream(ops, seed)
+
+    theirs = _Recorder()
+    _run(_feed(Parser(theirs), data, cuts))
+
+    ours = _Recorder()
+    ours._ps = Parser(ours)  # type: ignore[attr-defined]
+    reader = outbox._DirectReader(ours)
+    assert ours._ps.parse == reader.parse  # type: ignore[attr-defined]
+
+    def take(sid: int, *args: Any) -> bool:  # the sids of directly delivered subscriptions
+        if sid not in taken or (args[3] and args[3][8:9] == b" "):
+            return False
+        ours.calls.append(("msg", sid, *args))
+        return True
+
+    reader.take = take  # type: ignore[method-assign]
+    _run(_feed(ours._ps, data, cuts))  # type: ignore[attr-defined]
+    assert ours.calls == theirs.calls
+    assert bytes(ours._ps.buf) == b""  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"MSG s x 3\r\nabc\r\n",  # a sid that is not a number
+        b"HMSG s 1 r 99999999999999999999x 1\r\n",
+        b"BOGUS\r\n",
+    ],
+)
+def test_parse_refuses_what_nats_py_refuses(data: bytes) -> None:
+    from nats.errors import ProtocolError
+    from nats.protocol.parser import Parser
+
+    with pytest.raises(ProtocolError):
+        _run(Parser(_Recorder()).parse(data))
+    ours = _Recorder()
+    ours._ps = Parser(ours)  # type: ignore[attr-defined]
+    outbox._DirectReader(ours)
+    with pytest.raises(ProtocolError):
+        _run(ours._ps.parse(data))  # type: ignore[attr-defined]

@@ -264,16 +264,36 @@ def _plain_headers_parser() -> bool:
         return False
 
 
-class _DirectReader:
-    """The connection's `_process_msg` for messages of directly delivered subscriptions.
+# nats-py's MSG and HMSG control lines (nats.protocol.parser), without its `\A`: these are
+# matched at a position inside the read buffer, where `\A` never matches.
+_MSG_LINE = re.compile(b"MSG\\s+([^\\s]+)\\s+([^\\s]+)\\s+(([^\\s]+)[^\\S\r\n]+)?(\\d+)\r\n")
+_HMSG_LINE = re.compile(
+    b"HMSG\\s+([^\\s]+)\\s+([^\\s]+)\\s+(([^\\s]+)[^\\S\r\n]+)?([\\d]+)\\s+(\\d+)\r\n"
+)
+_AWAITING_CONTROL_LINE = 1  # nats.protocol.parser's state between operations
 
-    nats-py's own (a coroutine, an inner coroutine for the headers, the JetStream and
-    flow-control checks of push consumers, a queue put) was about a quarter of the client
-    CPU per consumed message. For a subscription made with `deliver_directly` and a message
-    without an inline status, this does what nats-py does for such a message (statistics,
-    the subscription's count and auto-unsubscribe, the headers as nats-py parses them, the
-    message built by `_build_message`) and hands it over; anything else (status messages,
-    other subscriptions, a message at the slow-consumer limit) goes to nats-py's own.
+
+class _DirectReader:
+    """The connection's `_process_msg`, and its parser's `parse`, for the messages of
+    directly delivered subscriptions.
+
+    nats-py's `_process_msg` (a coroutine, an inner coroutine for the headers, the
+    JetStream and flow-control checks of push consumers, a queue put) was about a quarter
+    of the client CPU per consumed message. For a subscription made with `deliver_directly`
+    and a message without an inline status, `take` does what nats-py does for such a
+    message (statistics, the subscription's count and auto-unsubscribe, the headers as
+    nats-py parses them, the message built by `_build_message`) and hands it over;
+    anything else (status messages, other subscriptions, a message at the slow-consumer
+    limit) goes to nats-py's own.
+
+    nats-py's parser deletes each operation from the front of its buffer as it reads it
+    (two copies of the rest of a read, 50 messages of a pull request, per message) and
+    awaits `_process_msg` for each. `parse` reads the complete MSG and HMSG operations at
+    the front of the buffer in place, with nats-py's own patterns, hands each to `take`
+    without a coroutine, and deletes what it read once; at anything else (another
+    operation, a control line or payload not complete yet, a message `take` does not take)
+    the buffer from there goes to nats-py's parser as it is, so the order of operations
+    and what nats-py does with each is as before.
     """
 
     def __init__(self, nc: Any) -> None:
@@ -281,6 +301,11 @@ class _DirectReader:
         self._original = nc._process_msg
         self.direct: dict[int, DirectDelivery] = {}
         nc._process_msg = self.process_msg
+        ps = nc._ps
+        self._ps = ps
+        self._original_parse = ps.parse
+        if _KNOWN_PARSER and type(ps) is _Parser:
+            ps.parse = self.parse
         nc.__dict__["_natstopo_direct_reader"] = self
 
     @classmethod
@@ -292,17 +317,20 @@ class _DirectReader:
             return reader  # type: ignore[no-any-return]
         if not (_KNOWN_CLIENT and _PLAIN_HEADERS and isinstance(nc, Client)):
             return None
-        if not all(hasattr(nc, a) for a in ("_subs", "stats", "_build_message", "_process_msg")):
+        if not all(
+            hasattr(nc, a) for a in ("_subs", "stats", "_build_message", "_process_msg", "_ps")
+        ):
             return None
         return cls(nc)
 
-    async def process_msg(
+    def take(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
+    ) -> bool:
+        """Hand a message of a directly delivered subscription over, as nats-py would;
+        False (nothing done) when it is not that case."""
         direct = self.direct.get(sid)
         if direct is None or (headers and (len(headers) <= 8 or headers[8] == 32)):
-            # not ours, or a status (`NATS/1.0 408 ...`): nats-py's own handling
-            return await self._original(sid, subject, reply, data, headers)  # type: ignore[no-any-return]
+            return False  # not ours, or a status (`NATS/1.0 408 ...`)
         nc = self._nc
         sub = nc._subs.get(sid)
         if (
@@ -315,7 +343,7 @@ class _DirectReader:
                 and sub._pending_size + len(data) >= sub._pending_bytes_limit
             )
         ):
-            return await self._original(sid, subject, reply, data, headers)  # type: ignore[no-any-return]
+            return False
         stats = nc.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
@@ -327,6 +355,83 @@ class _DirectReader:
         )
         if msg:
             direct.take(msg)
+        return True
+
+    async def process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        if not self.take(sid, subject, reply, data, headers):
+            await self._original(sid, subject, reply, data, headers)
+
+    async def parse(self, data: bytes = b"") -> None:
+        ps = self._ps
+        if ps.state != _AWAITING_CONTROL_LINE:
+            await self._original_parse(data)  # in the middle of an operation it began
+            return
+        buf = ps.buf
+        buf.extend(data)
+        end = len(buf)
+        pos = 0
+        take = self.take
+        rest = True  # what is left goes to nats-py's parser (False: wait for more bytes)
+        try:
+            while pos < end:
+                if buf.startswith(b"HMSG", pos):
+                    m = _HMSG_LINE.match(buf, pos)
+                    if m is None:
+                        break
+                    subject, sid, _, reply, hsize, size = m.groups()
+                elif buf.startswith(b"MSG", pos):
+                    m = _MSG_LINE.match(buf, pos)
+                    if m is None:
+                        break
+                    subject, sid, _, reply, size = m.groups()
+                    hsize = b"0"
+                else:
+                    break
+                try:
+                    sid_n, header_size, needed = int(sid), int(hsize), int(size)
+                except ValueError:
+                    break  # nats-py's parser raises its ProtocolError for it
+                start = m.end()
+                stop = start + needed
+                if end < stop + 2:
+                    rest = False  # the payload is not all here yet: read on
+                    break
+                if header_size > 0:
+                    hdr: bytes | None = bytes(buf[start : start + header_size])
+                    payload = bytes(buf[start + header_size : stop])
+                else:
+                    hdr = None
+                    payload = bytes(buf[start:stop])
+                pos = stop + 2
+                if not take(sid_n, subject, reply or b"", payload, hdr):
+                    del buf[:pos]
+                    pos = 0
+                    await self._original(sid_n, subject, reply or b"", payload, hdr)
+                    if ps.buf is not buf or ps.state != _AWAITING_CONTROL_LINE:
+                        return  # the connection was reset meanwhile
+                    end = len(buf)
+        finally:
+            if pos:
+                del buf[:pos]
+        if rest and buf:
+            await self._original_parse(b"")
 
 
+def _known_parser() -> tuple[bool, Any]:
+    try:
+        from nats.protocol import parser
+
+        ok = (
+            parser.AWAITING_CONTROL_LINE == _AWAITING_CONTROL_LINE
+            and parser.MSG_RE.pattern == b"\\A" + _MSG_LINE.pattern
+            and parser.HMSG_RE.pattern == b"\\A" + _HMSG_LINE.pattern
+        )
+        return ok, parser.Parser
+    except Exception:
+        return False, None
+
+
+_KNOWN_PARSER, _Parser = _known_parser()
 _PLAIN_HEADERS = _plain_headers_parser()
