@@ -20,6 +20,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.transport import TcpTransport
 
 _CRLF = b"\r\n"
 
@@ -131,6 +132,34 @@ class Outbox:
         msg._ackd = True
         return True
 
+    def write_now(self) -> bool:
+        """Hand everything buffered to the socket now, in order, as the flusher task would
+        when it next runs; False (nothing done, the flusher still will) when not the plain
+        case: not connected, nothing buffered, not a plain TCP or TLS transport, or a
+        socket that is not keeping up (the flusher then waits for it as before).
+
+        For a pull request: the flusher runs only once the task that buffered it yields,
+        and a worker whose handlers never suspend yields only when every message it
+        received is handled, so the request went out with the last ack and the handlers
+        waited a whole round trip for the next messages.
+        """
+        nc = self._nc
+        if not self.enabled or nc._status != self._connected or not nc._pending_data_size:
+            return False
+        transport = nc._transport
+        if type(transport) is not TcpTransport:
+            return False
+        writer = transport._io_writer
+        if writer is None or writer.is_closing() or writer.transport.get_write_buffer_size():
+            return False
+        try:
+            writer.writelines(nc._pending)  # what TcpTransport.writelines does
+        except Exception:
+            return False  # the flusher writes it and handles the error as before
+        nc._pending = []
+        nc._pending_data_size = 0
+        return True
+
 
 class DirectDelivery(asyncio.Queue):  # type: ignore[type-arg]
     """A subscription's message queue that hands each message to a synchronous handler at
@@ -153,6 +182,9 @@ class DirectDelivery(asyncio.Queue):  # type: ignore[type-arg]
 
     def put_nowait(self, item: Any) -> None:
         self._sub._pending_size -= len(item.data)  # as the subscription's task does
+        self.take(item)
+
+    def take(self, item: Any) -> None:
         try:
             self._handler(item)
         except Exception as exc:
@@ -172,5 +204,234 @@ def deliver_directly(
         or queue.qsize()
     ):
         return False
-    sub._pending_queue = DirectDelivery(sub, handler, on_error)
+    direct = DirectDelivery(sub, handler, on_error)
+    sub._pending_queue = direct
+    reader = _DirectReader.of(sub._conn)
+    if reader is not None:
+        reader.direct[sub._id] = direct
     return True
+
+
+# -- reading: the messages of directly delivered subscriptions ---------------------------
+def _header_name(raw: bytes) -> str | None:
+    """The key nats-py's `_parse_header_lines` makes of a header line's name, or None when
+    it skips the line (a name that is not ASCII, or holds whitespace)."""
+    try:
+        key = raw.strip().decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if any(c.isspace() for c in key):
+        return None
+    return key
+
+
+_UNSEEN = object()
+_header_names: dict[bytes, Any] = {}  # raw name -> its key (None: skipped), as nats-py
+
+
+def parse_headers(block: bytes) -> dict[str, str] | None:
+    """The headers nats-py (2.16, without fast_mail_parser) makes of a message's header
+    block that has no inline status (`NATS/1.0 404 ...`): the same keys and values, with
+    each name's check done once per name instead of once per message."""
+    if len(block) <= 10:
+        return None
+    out: dict[str, str] = {}
+    names = _header_names
+    for line in block[10:].split(_CRLF):
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        key = names.get(name, _UNSEEN)
+        if key is _UNSEEN:
+            key = _header_name(name)
+            if len(names) < 1024:
+                names[name] = key
+        if key is not None:
+            out[key] = value.strip().decode("utf-8", "replace")
+    return out or None
+
+
+def _plain_headers_parser() -> bool:
+    """True when nats-py parses headers itself (`_parse_header_lines`): with the optional
+    fast_mail_parser installed it uses that, and `parse_headers` would not be the same."""
+    try:
+        import nats.aio.client as client
+
+        return getattr(client, "parse_email", object()) is None
+    except Exception:
+        return False
+
+
+# nats-py's MSG and HMSG control lines (nats.protocol.parser), without its `\A`: these are
+# matched at a position inside the read buffer, where `\A` never matches.
+_MSG_LINE = re.compile(b"MSG\\s+([^\\s]+)\\s+([^\\s]+)\\s+(([^\\s]+)[^\\S\r\n]+)?(\\d+)\r\n")
+_HMSG_LINE = re.compile(
+    b"HMSG\\s+([^\\s]+)\\s+([^\\s]+)\\s+(([^\\s]+)[^\\S\r\n]+)?([\\d]+)\\s+(\\d+)\r\n"
+)
+_AWAITING_CONTROL_LINE = 1  # nats.protocol.parser's state between operations
+
+
+class _DirectReader:
+    """The connection's `_process_msg`, and its parser's `parse`, for the messages of
+    directly delivered subscriptions.
+
+    nats-py's `_process_msg` (a coroutine, an inner coroutine for the headers, the
+    JetStream and flow-control checks of push consumers, a queue put) was about a quarter
+    of the client CPU per consumed message. For a subscription made with `deliver_directly`
+    and a message without an inline status, `take` does what nats-py does for such a
+    message (statistics, the subscription's count and auto-unsubscribe, the headers as
+    nats-py parses them, the message built by `_build_message`) and hands it over;
+    anything else (status messages, other subscriptions, a message at the slow-consumer
+    limit) goes to nats-py's own.
+
+    nats-py's parser deletes each operation from the front of its buffer as it reads it
+    (two copies of the rest of a read, 50 messages of a pull request, per message) and
+    awaits `_process_msg` for each. `parse` reads the complete MSG and HMSG operations at
+    the front of the buffer in place, with nats-py's own patterns, hands each to `take`
+    without a coroutine, and deletes what it read once; at anything else (another
+    operation, a control line or payload not complete yet, a message `take` does not take)
+    the buffer from there goes to nats-py's parser as it is, so the order of operations
+    and what nats-py does with each is as before.
+    """
+
+    def __init__(self, nc: Any) -> None:
+        self._nc = nc
+        self._original = nc._process_msg
+        self.direct: dict[int, DirectDelivery] = {}
+        nc._process_msg = self.process_msg
+        ps = nc._ps
+        self._ps = ps
+        self._original_parse = ps.parse
+        if _KNOWN_PARSER and type(ps) is _Parser:
+            ps.parse = self.parse
+        nc.__dict__["_natstopo_direct_reader"] = self
+
+    @classmethod
+    def of(cls, nc: Any) -> _DirectReader | None:
+        """The connection's reader (made on first use); None when this nats-py is not the
+        one it is written against."""
+        reader = nc.__dict__.get("_natstopo_direct_reader")
+        if reader is not None:
+            return reader  # type: ignore[no-any-return]
+        if not (_KNOWN_CLIENT and _PLAIN_HEADERS and isinstance(nc, Client)):
+            return None
+        if not all(
+            hasattr(nc, a) for a in ("_subs", "stats", "_build_message", "_process_msg", "_ps")
+        ):
+            return None
+        return cls(nc)
+
+    def take(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> bool:
+        """Hand a message of a directly delivered subscription over, as nats-py would;
+        False (nothing done) when it is not that case."""
+        direct = self.direct.get(sid)
+        if direct is None or (headers and (len(headers) <= 8 or headers[8] == 32)):
+            return False  # not ours, or a status (`NATS/1.0 408 ...`)
+        nc = self._nc
+        sub = nc._subs.get(sid)
+        if (
+            sub is None
+            or sub._pending_queue is not direct
+            or sub._jsi is not None
+            or sub._future is not None
+            or (
+                sub._pending_bytes_limit > 0
+                and sub._pending_size + len(data) >= sub._pending_bytes_limit
+            )
+        ):
+            return False
+        stats = nc.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        sub._received += 1
+        if sub._max_msgs > 0 and sub._received >= sub._max_msgs:
+            nc._subs.pop(sid, None)
+        msg = nc._build_message(
+            sid, subject, reply, data, parse_headers(headers) if headers else None
+        )
+        if msg:
+            direct.take(msg)
+        return True
+
+    async def process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        if not self.take(sid, subject, reply, data, headers):
+            await self._original(sid, subject, reply, data, headers)
+
+    async def parse(self, data: bytes = b"") -> None:
+        ps = self._ps
+        if ps.state != _AWAITING_CONTROL_LINE:
+            await self._original_parse(data)  # in the middle of an operation it began
+            return
+        buf = ps.buf
+        buf.extend(data)
+        end = len(buf)
+        pos = 0
+        take = self.take
+        rest = True  # what is left goes to nats-py's parser (False: wait for more bytes)
+        try:
+            while pos < end:
+                if buf.startswith(b"HMSG", pos):
+                    m = _HMSG_LINE.match(buf, pos)
+                    if m is None:
+                        break
+                    subject, sid, _, reply, hsize, size = m.groups()
+                elif buf.startswith(b"MSG", pos):
+                    m = _MSG_LINE.match(buf, pos)
+                    if m is None:
+                        break
+                    subject, sid, _, reply, size = m.groups()
+                    hsize = b"0"
+                else:
+                    break
+                try:
+                    sid_n, header_size, needed = int(sid), int(hsize), int(size)
+                except ValueError:
+                    break  # nats-py's parser raises its ProtocolError for it
+                start = m.end()
+                stop = start + needed
+                if end < stop + 2:
+                    rest = False  # the payload is not all here yet: read on
+                    break
+                if header_size > 0:
+                    hdr: bytes | None = bytes(buf[start : start + header_size])
+                    payload = bytes(buf[start + header_size : stop])
+                else:
+                    hdr = None
+                    payload = bytes(buf[start:stop])
+                pos = stop + 2
+                if not take(sid_n, subject, reply or b"", payload, hdr):
+                    del buf[:pos]
+                    pos = 0
+                    await self._original(sid_n, subject, reply or b"", payload, hdr)
+                    if ps.buf is not buf or ps.state != _AWAITING_CONTROL_LINE:
+                        return  # the connection was reset meanwhile
+                    end = len(buf)
+        finally:
+            if pos:
+                del buf[:pos]
+        if rest and buf:
+            await self._original_parse(b"")
+
+
+def _known_parser() -> tuple[bool, Any]:
+    try:
+        from nats.protocol import parser
+
+        ok = (
+            parser.AWAITING_CONTROL_LINE == _AWAITING_CONTROL_LINE
+            and parser.MSG_RE.pattern == b"\\A" + _MSG_LINE.pattern
+            and parser.HMSG_RE.pattern == b"\\A" + _HMSG_LINE.pattern
+        )
+        return ok, parser.Parser
+    except Exception:
+        return False, None
+
+
+_KNOWN_PARSER, _Parser = _known_parser()
+_PLAIN_HEADERS = _plain_headers_parser()

@@ -113,7 +113,12 @@ class ConsumerRunner:
         self.next_subject = f"{bus.api_prefix}.CONSUMER.MSG.NEXT.{self.stream.name}.{consumer.name}"
         self._pull_bodies: dict[int, bytes] = {}
         self._buf: deque[Msg] = deque()
-        self._idle_workers: deque[asyncio.Future[None]] = deque()
+        # Workers waiting for a message; at most one is woken at a time (`_waking`), and a
+        # woken worker that finds more wakes the next: a burst of a pull request's messages
+        # woke every idle worker, and with handlers that never suspend the first one ran
+        # them all while the others woke to an empty buffer (a task step and a future each).
+        self._idle_workers: deque[asyncio.Future[bool]] = deque()
+        self._waking = False
         # id(msg) -> [msg, last in_progress, handler deadline, handler's task, timed out,
         # the task the ticker cancelled]: messages received and not finished
         self._held: dict[int, list[Any]] = {}
@@ -198,6 +203,10 @@ class ConsumerRunner:
                 type(exc).__name__,
                 extra=log_fields(consumer=self.consumer.name, stream=self.stream.name),
             )
+            return
+        if self._outbox is not None:
+            # On the wire now, while the handlers still have half a batch to work on.
+            self._outbox.write_now()
 
     def connection_restored(self) -> None:
         """After a reconnect the open pull request may be gone with the old server: ask again."""
@@ -245,11 +254,18 @@ class ConsumerRunner:
         self._req_received += 1
         if self._req_active and self._req_received >= self._req_batch:
             self._end_request()
-        while self._idle_workers:
-            waiter = self._idle_workers.popleft()
+        if not self._waking:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake one idle worker, if any (see `_waking`)."""
+        idle = self._idle_workers
+        while idle:
+            waiter = idle.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                break
+                waiter.set_result(True)
+                self._waking = True
+                return
 
     async def _on_status(self, msg: Msg) -> None:
         headers = msg.headers or {}
@@ -319,12 +335,15 @@ class ConsumerRunner:
     async def _work(self) -> None:
         buf = self._buf
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()  # the task each handler runs in (the ticker cancels it)
         while True:
             if buf:
                 msg = buf.popleft()
+                if buf and not self._waking:
+                    self._wake_one()  # more to do: the next idle worker takes the next one
                 self._running += 1
                 try:
-                    await self._handle(msg)
+                    await self._handle(msg, me)
                 except Exception as exc:  # a bug of the bus: keep the worker, free the message
                     logger.exception(
                         "consumer %s: handling a message failed inside the bus (%s); it is "
@@ -343,11 +362,12 @@ class ConsumerRunner:
                 continue
             if self._closing:
                 return
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: asyncio.Future[bool] = loop.create_future()
             self._idle_workers.append(waiter)
-            await waiter
+            if await waiter:  # woken by _wake_one (stop wakes every worker with False)
+                self._waking = False
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, task: asyncio.Task[Any] | None) -> None:
         bus = self._bus
         hdrs = msg.headers
         if hdrs is not None:
@@ -370,7 +390,7 @@ class ConsumerRunner:
         held = self._held.get(id(msg))
         if held is not None:  # the ticker cancels the handler at its deadline
             held[2] = time.monotonic() + self._timeout
-            held[3] = asyncio.current_task()
+            held[3] = task
         timed_out = False
         started = time.perf_counter()
         handling = HANDLING.set(self._bus)
@@ -667,7 +687,7 @@ class ConsumerRunner:
         while self._idle_workers:
             waiter = self._idle_workers.popleft()
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(False)
         if self._workers:
             _done, pending = await asyncio.wait(self._workers, timeout=grace)
             for task in pending:

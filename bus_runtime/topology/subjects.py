@@ -95,7 +95,10 @@ class SubjectIndex(Generic[T]):
     def add(self, subject: str, owner: T) -> None:
         node = self._root
         for tok in subject.split("."):
-            node = node.children.setdefault(tok, _Node())
+            child = node.children.get(tok)
+            if child is None:  # not setdefault: that made a node for every token added
+                child = node.children[tok] = _Node()
+            node = child
         node.ends.append((subject, owner))
 
     def overlapping(self, subject: str) -> Iterator[tuple[str, T]]:

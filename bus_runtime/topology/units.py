@@ -61,12 +61,26 @@ class UnitError(ValueError):
     """A duration or size that cannot be parsed; the message says what is expected."""
 
 
+_known_durations: dict[str, int] = {}  # a topology writes the same few durations thousands of times
+
+
 def parse_duration(value: object) -> int:
     """Nanoseconds of a duration written with units, or an integer of nanoseconds.
 
     Raises:
         UnitError: The value is neither an integer nor a string like `30s` or `1h30m`.
     """
+    if type(value) is str:
+        ns = _known_durations.get(value)
+        if ns is None:
+            ns = _parse_duration(value)  # a refusal raises and is not kept
+            if len(_known_durations) < 4096:
+                _known_durations[value] = ns
+        return ns
+    return _parse_duration(value)
+
+
+def _parse_duration(value: object) -> int:
     if isinstance(value, bool):
         raise UnitError(f"expected a duration such as 30s, 5m, 7d; got {value!r}")
     if isinstance(value, int):

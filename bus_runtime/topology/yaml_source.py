@@ -191,8 +191,21 @@ class _Builder:
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+            return self._sequence(node, path)
         return self._construct(node)
+
+    def _sequence(self, node: yaml.SequenceNode, path: Path) -> list[Any]:
+        out: list[Any] = []
+        for i, child in enumerate(node.value):
+            # A string, as `build` makes it, without a call and a path per item (most are).
+            if type(child) is yaml.ScalarNode and child.tag == _STR:
+                self.budget -= 1
+                if self.budget < 0:
+                    raise _TooManyValues(child)
+                out.append(child.value)
+            else:
+                out.append(self.build(child, (*path, i)))
+        return out
 
     def _construct(self, node: yaml.Node) -> Any:
         try:
@@ -256,7 +269,14 @@ class _Builder:
                     )
                 )
                 continue
-            out[key] = self.build(value_node, (*path, key))
+            # A string, as `build` makes it, without a call and a path per value (most are).
+            if type(value_node) is yaml.ScalarNode and value_node.tag == _STR:
+                self.budget -= 1
+                if self.budget < 0:
+                    raise _TooManyValues(value_node)
+                out[key] = value_node.value
+            else:
+                out[key] = self.build(value_node, (*path, key))
         return out
 
 

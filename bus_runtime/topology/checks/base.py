@@ -103,6 +103,8 @@ class CheckerBase:
     _layouts_checked: set[tuple[Any, ...]] = field(default_factory=set)
     # The document's mapping at each layer's path (the document does not change).
     _layer_mappings: dict[KeyPath, dict[str, Any]] = field(default_factory=dict)
+    # The built-in values merged with the `defaults` layers, per (environment, kind).
+    _shared_layers: dict[tuple[str | None, str], dict[str, Setting]] = field(default_factory=dict)
     # Consumers by their inputs (see `_build_consumer`), with the errors and warnings
     # their build reported.
     _consumers_built: dict[
@@ -135,14 +137,26 @@ class CheckerBase:
     def _layer(
         self, env: str | None, kind: str, own: KeyPath, env_own: KeyPath | None
     ) -> dict[str, Setting]:
-        builtin = BUILTIN_STREAM if kind == "stream" else BUILTIN_CONSUMER
-        out: dict[str, Setting] = {k: Setting(v, None) for k, v in builtin.items()}
-        layers: list[KeyPath] = [("defaults", kind)]
-        if env is not None:
-            layers.append(("environments", env, "defaults", kind))
-        layers.append(own)
+        # The built-in values and the two `defaults` layers are the same for every stream
+        # (consumer) of an environment: merged once, copied per call (a Setting is never
+        # changed once made).
+        shared = self._shared_layers.get((env, kind))
+        if shared is None:
+            builtin = BUILTIN_STREAM if kind == "stream" else BUILTIN_CONSUMER
+            shared = {k: Setting(v, None) for k, v in builtin.items()}
+            defaults: list[KeyPath] = [("defaults", kind)]
+            if env is not None:
+                defaults.append(("environments", env, "defaults", kind))
+            self._apply_layers(shared, kind, defaults)
+            self._shared_layers[(env, kind)] = shared
+        out = dict(shared)
+        layers: list[KeyPath] = [own]
         if env is not None and env_own is not None:
             layers.append(env_own)
+        self._apply_layers(out, kind, layers)
+        return out
+
+    def _apply_layers(self, out: dict[str, Setting], kind: str, layers: list[KeyPath]) -> None:
         order = _STREAM_ORDER if kind == "stream" else _CONSUMER_ORDER
         for layer in layers:
             mapping = self._layer_mappings.get(layer)
@@ -154,7 +168,6 @@ class CheckerBase:
             # a few of the forty settings: asking for each of them costs more).
             for k in sorted(mapping.keys() & order.keys(), key=order.__getitem__):
                 out[k] = Setting(mapping[k], (*layer, k))
-        return out
 
     def _values(self, s: dict[str, Setting], names: tuple[str, ...]) -> dict[str, Any]:
         """Every setting of `names`, parsed (None when unset): only the set ones are parsed."""
