@@ -118,6 +118,7 @@ def _check_connect_options(options: dict[str, Any]) -> None:
 # the service account's MSG.NEXT import (docs/security.md), with room to spare.
 MAX_PULL_EXPIRES = 60.0
 
+
 class NATSEventBus:
     """The event bus of one service of a topology, on NATS JetStream.
 
