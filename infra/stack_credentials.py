@@ -202,11 +202,13 @@ class StackCredentials(pulumi.ComponentResource):
         auth_secret: The name of the Secret holding `auth.conf`.
         secrets: Identity -> the name of its Secret.
         admin: Secret: the admin's `{user, password, inboxPrefix}` (natsCredentials' form).
+        accounts: The accounts of `auth.conf` (the servers roll when they change).
     """
 
     auth_secret: str
     secrets: dict[str, str]
     admin: pulumi.Output[dict[str, str]]
+    accounts: tuple[str, ...]
 
     def __init__(
         self, name: str, args: StackCredentialsArgs, opts: pulumi.ResourceOptions | None = None
@@ -228,6 +230,7 @@ class StackCredentials(pulumi.ComponentResource):
         made: dict[str, list[tuple[int, Credential]]] = {}
         self.secrets = {}
         perms = all_permissions(topology)
+        self.accounts = tuple(sorted({p.account for p in perms.values()}))
         for identity in perms:
             gens = args["generations"].get(identity, (1,))
             made[identity] = [

@@ -116,7 +116,11 @@ def test_show_prints_the_permissions(capsys: pytest.CaptureFixture[str]) -> None
         "subject": "$JS.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.ocr-worker",
         "local": "$NATSTOPO.API.CONSUMER.MSG.NEXT.TAX_AGENT_JOBS.ocr-worker",
         "stream_response": True,
+        "response_threshold": None,
     } in got["imports"]
+    assert {
+        i["response_threshold"] for i in got["imports"] if i["local"].startswith("$JS.ACK.")
+    } == {"5s"}
     assert main(["auth", "show", SHIPPED, "--service", "svc-ocr"]) == 0
     text = capsys.readouterr().out
     assert text.startswith(

@@ -1304,6 +1304,86 @@ accounts {
             await adm.close()
 
 
+async def test_the_reply_mappings_of_unanswered_acks_are_dropped_within_seconds(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    """Every request through an import with a reply gets a reply mapping in the JetStream
+    account; an ack of a message the consumer does not hold is never answered. With the
+    server's default threshold a service could pin 200,000 of them (150 MB) for minutes;
+    the ack exports' threshold (5 s) drops them within seconds."""
+    import urllib.request
+
+    server, _topology, store = provisioned
+
+    def mappings() -> int:
+        url = f"http://127.0.0.1:{server.http_port}/accountz?acc=tax-agent"
+        with urllib.request.urlopen(url) as r:
+            detail = json.loads(r.read()).get("account_detail") or {}
+        return len(detail.get("responses") or {})
+
+    me = await connect_as(server.url, store, "svc-ocr")
+    try:  # connected throughout: the server drops a client's mappings when it leaves
+        for i in range(2_000):
+            subject = f"$JS.ACK.TAX_AGENT_JOBS.ocr-worker.1.{i + 1000}.{i + 1000}.0.0"
+            await me.nc.publish(subject, b"", reply=f"{me.nc.new_inbox()}")
+        await me.nc.flush()
+        assert me.errors.empty()
+        async with asyncio.timeout(10):  # held while unanswered (made as they are processed) ...
+            while await asyncio.to_thread(mappings) < 1_000:  # noqa: ASYNC110 - the server's count
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(30):  # ... and dropped after the threshold (and a sweep)
+            while await asyncio.to_thread(mappings):  # noqa: ASYNC110 - the server's count, polled until it is 0
+                await asyncio.sleep(0.5)
+        assert me.nc.is_connected
+    finally:
+        await me.nc.close()
+
+
+def _accounts_conf(importers: list[str]) -> str:
+    exports = ", ".join(f'"{a}"' for a in importers)
+    accounts = "".join(
+        f"""  {a}: {{ users: [{{user: {a.lower()}, password: {a.lower()}}}],
+    imports: [ {{ service: {{ account: JS, subject: "orders.new" }} }} ] }}
+"""
+        for a in importers
+    )
+    return f"""
+accounts {{
+  JS: {{ jetstream: enabled, users: [{{user: adm, password: adm}}],
+    exports: [ {{ service: "orders.new", accounts: [{exports}] }} ] }}
+{accounts}}}
+"""
+
+
+@pytest.mark.parametrize("binary", SERVERS, ids=_ids(SERVERS))
+async def test_an_account_added_by_a_reload_has_no_working_import_until_a_restart(
+    binary: ServerBinary,
+) -> None:
+    """Why a new account rolls the servers (the pod template's accounts digest; `make
+    local` restarts): after a reload that adds account B, B's import of a stream's subject
+    finds no responder, while A's still works; after a restart B's works. When a server
+    fixes this, this test fails: then a reload would do."""
+    with running_server(binary, includes={"auth.conf": _accounts_conf(["A"])}) as server:
+        adm = await nats.connect(server.url, user="adm", password="adm")
+        await adm.jetstream().add_stream(name="ORDERS", subjects=["orders.>"])
+        await adm.close()
+        server.write_include("auth.conf", _accounts_conf(["A", "B"]))
+        server.reload()
+
+        async def publish_as(user: str) -> bytes:
+            nc = await nats.connect(server.url, user=user, password=user)
+            try:
+                return (await nc.request("orders.new", b"{}", timeout=5)).data
+            finally:
+                await nc.close()
+
+        assert b'"stream":"ORDERS"' in await publish_as("a")
+        with pytest.raises(nats.errors.NoRespondersError):
+            await publish_as("b")
+        server.restart()
+        assert b'"stream":"ORDERS"' in await publish_as("b")
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 async def test_a_reply_a_service_names_is_answered_in_its_own_account_in_a_cluster(

@@ -23,6 +23,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -283,7 +284,9 @@ def server_binary() -> tuple[str, tuple[int, int, int]]:
     return found, version or (0, 0, 0)
 
 
-def start_cluster(settings: StackSettings, auth_changed: bool = False) -> list[Node]:
+def start_cluster(
+    settings: StackSettings, auth_changed: bool = False, accounts_changed: bool = False
+) -> list[Node]:
     nodes = planned_nodes(settings)
     alive = {(n.name, n.client_port): n for n in running_nodes()}
     if alive and not set(alive) <= {(n.name, n.client_port) for n in nodes}:
@@ -292,6 +295,16 @@ def start_cluster(settings: StackSettings, auth_changed: bool = False) -> list[N
             f"({', '.join(f'{n.name}:{n.client_port}' for n in alive.values())}): stop it with "
             "`make local-down` first"
         )
+    if alive and accounts_changed:
+        # nats-server takes an account added by a reload without its imports working until
+        # a restart (tests/test_auth_server.py): stop them, start them on the same stores.
+        note(
+            "auth.conf declares other accounts than the running servers know: restarting "
+            f"{', '.join(n.name for n in alive.values())} (a reload would leave new accounts' "
+            "imports dead)"
+        )
+        stop_nodes(list(alive.values()))
+        alive = {}
     if len(alive) == len(nodes):
         running = [alive[(n.name, n.client_port)] for n in nodes]
         note(
@@ -311,6 +324,14 @@ def start_cluster(settings: StackSettings, auth_changed: bool = False) -> list[N
         settings, started, only={n.name for n in alive.values()}, auth_changed=auth_changed
     )
     return started
+
+
+_ACCOUNT_LINE = re.compile(r'^  "([^"]+)": \{$', re.M)
+
+
+def accounts_of(auth_text: str) -> set[str]:
+    """The accounts an auth.conf rendered by natstopo declares."""
+    return set(_ACCOUNT_LINE.findall(auth_text))
 
 
 def reload_changed(
@@ -639,9 +660,12 @@ def write_credentials(
     urls: str,
 ) -> bool:
     """Each identity's `.env` file (its newest generation) and the servers' auth.conf, all
-    0600 in 0700 folders. Returns whether auth.conf changed (the servers then reload)."""
-    from bus_runtime.security import format_env_file, write_private
+    0600 in 0700 folders. Returns whether auth.conf changed (the servers then reload, or
+    restart when its accounts changed: `accounts_of`)."""
+    from bus_runtime.security import all_permissions, format_env_file, write_private
     from stack_credentials import auth_conf, env_values
+
+    perms = all_permissions(topology)
 
     newest: dict[str, tuple[int, dict[str, str]]] = {}
     hashes: dict[str, list[tuple[int, str]]] = {}
@@ -651,7 +675,9 @@ def write_credentials(
     CREDENTIALS_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     CREDENTIALS_DIR.chmod(0o700)
     for identity, (gen, cred) in newest.items():
-        values = env_values(identity, cred["user"], cred["password"], urls)
+        values = env_values(
+            identity, cred["user"], cred["password"], urls, perms[identity].api_prefix
+        )
         comment = (
             f"natstopo: credentials of `{identity}` (topology {topology.name}, stack {STACK}, "
             f"generation {gen}), from the stack's state.\nSecret: keep this file private (0600)."
@@ -712,12 +738,14 @@ def up(allow_destructive: bool, base_port: int | None) -> int:
         raise LocalError(f"cannot select or create the stack `{STACK}` in {PULUMI_STATE}")
     CLUSTER_DIR.mkdir(parents=True, exist_ok=True)
     admin: dict[str, str] | None = None
-    auth_changed = False
+    auth_changed = accounts_changed = False
     if settings.authorization:
         step(3, f"credentials and the local {settings.cluster.replicas}-node JetStream cluster")
         creds = make_credentials(env, settings, topology, overrides)
         urls = ",".join(settings.nats_url)
+        before = accounts_of(AUTH_CONF.read_text()) if AUTH_CONF.exists() else set()
         auth_changed = write_credentials(settings, topology, creds, urls)
+        accounts_changed = bool(before) and accounts_of(AUTH_CONF.read_text()) != before
         newest_admin = [c for (i, _), c in creds.items() if i == "admin"][-1]
         from bus_runtime.security import inbox_prefix
 
@@ -732,7 +760,7 @@ def up(allow_destructive: bool, base_port: int | None) -> int:
         )
     else:
         step(3, f"the local {settings.cluster.replicas}-node JetStream cluster")
-    nodes = start_cluster(settings, auth_changed)
+    nodes = start_cluster(settings, auth_changed, accounts_changed)
     step(4, f"pulumi up --stack {STACK} (state in {PULUMI_STATE})")
     extra = stack_file(overrides, env, admin)
     up_args = ["up", "--stack", STACK, "--yes", "--skip-preview", "--suppress-outputs", *extra]

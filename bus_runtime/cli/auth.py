@@ -75,7 +75,12 @@ def _show(args: argparse.Namespace) -> int:
                 "account": v.account,
                 "api_prefix": v.api_prefix,
                 "imports": [
-                    {"subject": i.subject, "local": i.local, "stream_response": i.stream_response}
+                    {
+                        "subject": i.subject,
+                        "local": i.local,
+                        "stream_response": i.stream_response,
+                        "response_threshold": i.response_threshold,
+                    }
                     for i in v.imports
                 ],
             }

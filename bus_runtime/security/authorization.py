@@ -193,6 +193,8 @@ def render_authorization(
         lines = []
         for e in jetstream_exports(perms):
             extra = ", response_type: stream" if e.stream_response else ""
+            if e.response_threshold is not None:
+                extra += f", response_threshold: {_q(e.response_threshold)}"
             accounts = ", ".join(_q(a) for a in e.accounts)
             lines.append(f"      {{ service: {_q(e.subject)}, accounts: [{accounts}]{extra} }}")
         return "\n".join(lines)

@@ -50,6 +50,10 @@ SYSTEM_ACCOUNT = "SYS"
 # the bus and the CLI use when `NATS_JS_API_PREFIX` says so (the service env files do).
 SERVICE_API_PREFIX = "$NATSTOPO.API"
 JETSTREAM_API_PREFIX = "$JS.API"
+# An ack with a reply (a synchronous ack) is answered at once, or never (an ack of a
+# message the consumer does not hold): the server's reply mapping of each is kept this long
+# instead of 2 minutes, so a flood of such acks cannot pin the server's memory for long.
+ACK_RESPONSE_THRESHOLD = "5s"
 
 # The JetStream API of an admin: the list of terraform-provider-jetstream's README, with
 # the current consumer create subjects (2.9+: `CREATE.<stream>.<consumer>[.<filter>]`,
@@ -105,11 +109,14 @@ class Import:
         local: The subject the service publishes in its own account.
         stream_response: The request is answered by many messages (a pull request's
             fetched messages and heartbeats), not one (`response_type: stream`).
+        response_threshold: How long the server keeps the reply mapping of a request
+            (`response_threshold`; None: the server's default, 2 minutes).
     """
 
     subject: str
     local: str
     stream_response: bool = False
+    response_threshold: str | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +200,10 @@ def consumer_imports(
     return (
         _api(f"CONSUMER.INFO.{s}.{c}"),
         _api(f"CONSUMER.MSG.NEXT.{s}.{c}"),
-        *(Import(a, a) for a in ack_subjects(s, c, account=account, domain=domain)),
+        *(
+            Import(a, a, response_threshold=ACK_RESPONSE_THRESHOLD)
+            for a in ack_subjects(s, c, account=account, domain=domain)
+        ),
     )
 
 
@@ -388,15 +398,19 @@ class Export:
     subject: str
     accounts: tuple[str, ...]
     stream_response: bool = False
+    response_threshold: str | None = None
 
 
 def jetstream_exports(permissions: dict[str, Permissions]) -> tuple[Export, ...]:
     """What the JetStream account exports: each imported subject once, to exactly the
     service accounts that import it (first use's order)."""
-    by_subject: dict[str, tuple[list[str], bool]] = {}
+    by_subject: dict[str, tuple[list[str], Import]] = {}
     for perms in permissions.values():
         for imp in perms.imports:
-            accounts, _ = by_subject.setdefault(imp.subject, ([], imp.stream_response))
+            accounts, _ = by_subject.setdefault(imp.subject, ([], imp))
             if perms.account not in accounts:
                 accounts.append(perms.account)
-    return tuple(Export(s, tuple(a), st) for s, (a, st) in by_subject.items())
+    return tuple(
+        Export(s, tuple(a), i.stream_response, i.response_threshold)
+        for s, (a, i) in by_subject.items()
+    )

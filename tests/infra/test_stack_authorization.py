@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import bcrypt
@@ -369,3 +372,61 @@ def test_a_rotation_keeps_both_generations_valid_then_only_the_new(
     retired = render("dev", {"natstopo:credentialGenerations": {"svc-ocr": [2]}})
     assert [c["user"] for c in retired.credentials if c["identity"] == "svc-ocr"] == ["svc-ocr.2"]
     assert '"svc-ocr.1"' not in retired.auth_conf and '"svc-ocr.2"' in retired.auth_conf
+
+
+def _template_annotations(rendered: Rendered) -> dict[str, str]:
+    [sts] = [o for o in rendered.run.kube_objects() if o["kind"] == "StatefulSet"]
+    return dict(sts["spec"]["template"]["metadata"].get("annotations") or {})
+
+
+def test_a_new_account_rolls_the_servers_and_a_rotation_does_not() -> None:
+    """nats-server takes an account added by a reload without its imports working until a
+    restart (2.10 .. 2.15): the pod template carries the digest of auth.conf's accounts."""
+    from nats_cluster import ACCOUNTS_ANNOTATION, cluster_objects
+    from stack_settings import read_settings, read_stack_file
+
+    plain = render("dev")
+    rotated = render("dev", {"natstopo:credentialGenerations": {"svc-ocr": [1, 2]}})
+    assert rotated.auth_conf != plain.auth_conf  # a second user of svc-ocr ...
+    before, after = _template_annotations(plain), _template_annotations(rotated)
+    assert before[ACCOUNTS_ANNOTATION] == after[ACCOUNTS_ANNOTATION]  # ... in the same accounts
+    # the accounts auth.conf declares are the ones digested
+    declared = sorted(re.findall(r'^  "([^"]+)": \{$', plain.auth_conf, flags=re.M))
+    assert "tax-agent" in declared and "tax-agent-svc-ocr" in declared and "SYS" in declared
+    repo = Path(__file__).resolve().parents[2]
+    settings = read_settings(read_stack_file(repo / "Pulumi.dev.yaml"), "dev", repo).cluster
+    conf = "port: 4222\n"
+
+    def digest(accounts: list[str]) -> str:
+        objects = cluster_objects(settings, part_of="tax-agent", nats_conf=conf, accounts=accounts)
+        return objects.stateful_set["spec"]["template"]["metadata"]["annotations"][
+            ACCOUNTS_ANNOTATION
+        ]
+
+    assert digest(declared) == before[ACCOUNTS_ANNOTATION]
+    assert digest([*declared, "tax-agent-svc-new"]) != digest(declared)
+    assert digest(list(reversed(declared))) == digest(declared)
+
+
+def test_make_local_restarts_for_new_accounts_and_reloads_for_the_rest() -> None:
+    """`make local`'s reading of auth.conf: the accounts it declares, so that a service
+    added (or the upgrade from one account) restarts the local servers."""
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("local_up", repo / "tools" / "local_up.py")
+    assert spec is not None and spec.loader is not None
+    local_up = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("local_up", local_up)  # its dataclasses look their module up
+    spec.loader.exec_module(local_up)
+    plain = render("dev")
+    rotated = render("dev", {"natstopo:credentialGenerations": {"svc-ocr": [1, 2]}})
+    topology = load_topology("topology/topology.yaml", "dev")
+    accounts = local_up.accounts_of(plain.auth_conf)
+    assert accounts == {
+        "tax-agent",
+        "SYS",
+        "tax-agent-dlq-operator",
+        *(f"tax-agent-{s.name}" for s in topology.services),
+    }
+    assert local_up.accounts_of(rotated.auth_conf) == accounts
