@@ -164,3 +164,17 @@ def test_server_without_jetstream(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 1
     assert err.startswith("natstopo plan: error: JetStream is not enabled on the server")
     assert err.count("\n") == 1
+
+
+def test_an_api_prefix_nothing_answers_says_what_to_check(
+    password_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A service account's imports that do not reach JetStream (another topology's
+    authorization, an account a reload added): not "JetStream is not enabled"."""
+    url = password_server.url
+    creds = ("--user", "alice", "--password", "s3cret")
+    code, err = plan(capsys, "-s", url, *creds, "--js-api-prefix", "$NATSTOPO.API")
+    assert code == 1
+    assert err.startswith("natstopo plan: error: no responder for $NATSTOPO.API.STREAM."), err
+    assert "imports of $NATSTOPO.API do not reach JetStream" in err
+    assert "needs a server restart" in err and err.count("\n") == 1

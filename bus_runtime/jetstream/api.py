@@ -86,16 +86,23 @@ class JetStreamApi:
             try:
                 msg = await self.nc.request(full, payload, timeout=self.timeout)
             except NoRespondersError as exc:
+                if self.prefix.startswith("$JS."):
+                    raise ReconcileError(
+                        f"JetStream is not enabled on the server (no responder for {full})"
+                    ) from exc
                 raise ReconcileError(
-                    f"JetStream is not enabled on the server (no responder for {full})"
+                    f"no responder for {full}: this account's imports of {self.prefix} do not "
+                    "reach JetStream (is the servers' authorization rendered from this "
+                    "topology? an account added by a config reload needs a server restart)"
                 ) from exc
             except TimeoutError as exc:
                 why = refused(self.nc, full)
                 if why is not None:  # asking again cannot help
                     raise ReconcileError(
                         f"{full}: refused by the server's permissions for this connection's "
-                        "identity (plan, apply, drift and import need the admin's: "
-                        "`natstopo auth render` writes admin.env)"
+                        "identity (plan, apply, drift and import need the admin's, `natstopo "
+                        "dlq` the dlq-operator's: `natstopo auth render` writes admin.env "
+                        "and dlq-operator.env)"
                     ) from why
                 # A cluster electing a leader answers late; creates and updates are
                 # idempotent for the same config, so asking again is safe.
