@@ -11,7 +11,6 @@ anything happens (`replace_problems`) unless the stack allows a replace.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -47,10 +46,6 @@ IMMUTABLE_FIELDS = (
     "revisionHistoryLimit",
 )
 SIDECAR_RESOURCES = {"cpu": "50m", "memory": "64Mi"}
-
-
-# The digest of the accounts of auth.conf on the pod template (see `cluster_objects`).
-ACCOUNTS_ANNOTATION = "natstopo.io/accounts-sha256"
 
 
 def selector_labels(settings: ClusterSettings) -> dict[str, str]:
@@ -145,7 +140,6 @@ def cluster_objects(
     allow_replace: bool = False,
     skip_await: bool = False,
     auth_secret: str | None = None,
-    accounts: Sequence[str] = (),
 ) -> ClusterObjects:
     """The Kubernetes objects of the cluster described by `settings`.
 
@@ -157,11 +151,6 @@ def cluster_objects(
         skip_await: Tell the Kubernetes provider not to wait for the rollout.
         auth_secret: A Secret holding `auth.conf`, mounted at `AUTH_DIR` (nats.conf then
             includes it); None when the stack has no authorization.
-        accounts: The accounts `auth.conf` declares. Their digest is an annotation of the
-            pod template, so a new or removed account (a service added, the upgrade from one
-            account) rolls the servers: nats-server 2.10 .. 2.15 take an account added by a
-            config reload without its imports working until a restart. A rotation changes
-            no account and is only reloaded.
     """
     name = settings.name
     labels = common_labels(settings, part_of)
@@ -338,15 +327,9 @@ def cluster_objects(
     if settings.priority_class_name:
         pod_spec["priorityClassName"] = settings.priority_class_name
     template_meta: dict[str, Any] = {"labels": dict(labels)}
-    template_annotations: dict[str, str] = {}
     if settings.restart_on_config_change:
         digest = hashlib.sha256(nats_conf.encode()).hexdigest()[:16]
-        template_annotations["natstopo.io/nats-conf-sha256"] = digest
-    if accounts:
-        listed = "\n".join(sorted(accounts))
-        template_annotations[ACCOUNTS_ANNOTATION] = hashlib.sha256(listed.encode()).hexdigest()[:16]
-    if template_annotations:
-        template_meta["annotations"] = template_annotations
+        template_meta["annotations"] = {"natstopo.io/nats-conf-sha256": digest}
     claim: dict[str, Any] = {
         "metadata": {"name": f"{name}-js", "labels": dict(selector)},
         "spec": {
@@ -580,8 +563,6 @@ class NatsClusterArgs(TypedDict):
     """A Secret holding `auth.conf` (the servers' authorization), or None."""
     auth_includes: tuple[str, ...]
     """Files of that Secret that `nats.conf` includes (relative to `nats.conf`)."""
-    auth_accounts: tuple[str, ...]
-    """The accounts of that `auth.conf` (a change rolls the servers; see `cluster_objects`)."""
 
 
 class NatsCluster(pulumi.ComponentResource):
@@ -610,7 +591,6 @@ class NatsCluster(pulumi.ComponentResource):
             allow_replace=args["allow_replace"],
             skip_await=args["skip_await"],
             auth_secret=args["auth_secret"],
-            accounts=args.get("auth_accounts", ()),
         )
         child = pulumi.ResourceOptions(parent=self)
         depends: list[pulumi.Resource] = []

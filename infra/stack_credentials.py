@@ -15,13 +15,15 @@ With `natstopo:authorization` (the default) every identity of the topology (each
   reaches JetStream through imports under that prefix) holding the newest generation,
   for the identity's pods;
 
-and one Secret `<cluster>-auth` holds the servers' authorization include (`auth.conf`,
+and one Secret `<cluster>-auth-<digest of the accounts>` holds the servers' authorization
+include (`auth.conf`,
 bcrypt hashes only, from `render_authorization`), mounted at `AUTH_DIR` and included by
 `nats.conf` as `AUTH_INCLUDE`. Two generations are both valid: a rotation's overlap.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
@@ -64,8 +66,20 @@ def secret_name(cluster: str, identity: str) -> str:
     return f"{cluster}-creds-{re.sub(r'[^a-z0-9-]+', '-', identity.lower()).strip('-')}"
 
 
-def auth_secret_name(cluster: str) -> str:
-    return f"{cluster}-auth"
+def accounts_digest(accounts: Sequence[str]) -> str:
+    """Eight hex digits naming a set of accounts (order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(accounts)).encode()).hexdigest()[:8]
+
+
+def auth_secret_name(cluster: str, accounts: Sequence[str]) -> str:
+    """The Secret with `auth.conf`: one per set of accounts (`<cluster>-auth-<digest>`).
+
+    nats-server leaves the imports of an account added by a config reload dead until a
+    restart. With the name changing with the accounts, a new account is a new Secret: the
+    StatefulSet rolls, each new pod mounts the new Secret, and a pod not rolled yet keeps
+    the old file (no reload into dead imports). A rotation keeps the accounts, so it
+    updates the same Secret and the reloader reloads the servers in place."""
+    return f"{cluster}-auth-{accounts_digest(accounts)}"
 
 
 def auth_conf(topology: Topology, hashes: Mapping[str, Sequence[tuple[int, str]]]) -> str:
@@ -257,7 +271,7 @@ class StackCredentials(pulumi.ComponentResource):
             it = iter(found)
             return auth_conf(topology, {i: [(g, next(it)) for g, _ in made[i]] for i in order})
 
-        self.auth_secret = auth_secret_name(cluster)
+        self.auth_secret = auth_secret_name(cluster, self.accounts)
         auth_text: pulumi.Output[str] = hashes.apply(text)
         self.auth_object = k8s.core.v1.Secret(
             f"{name}-auth",

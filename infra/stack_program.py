@@ -154,7 +154,6 @@ def build(stack: str, project: str) -> None:
             # The servers' authorization: a Secret with auth.conf, included by nats.conf.
             "auth_secret": auth.auth_secret if auth else None,
             "auth_includes": (AUTH_INCLUDE,) if auth else (),
-            "auth_accounts": auth.accounts if auth else (),
         },
         opts=in_kube,
     )

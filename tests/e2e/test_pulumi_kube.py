@@ -206,7 +206,8 @@ def test_dev_stack_up_no_changes_destroy(
     assert stored["statefulsets"] == ["nats"]
     assert stored["streams"] and stored["consumers"], stored
     # Authorization: the servers' auth.conf and a Secret per identity; NACK connects as admin.
-    assert "nats-auth" in stored["secrets"] and "nats-creds-admin" in stored["secrets"]
+    assert [s for s in stored["secrets"] if s.startswith("nats-auth-")]
+    assert "nats-creds-admin" in stored["secrets"]
     # auth.conf, one per service, admin, dlq-operator, monitor
     assert len(stored["secrets"]) == 1 + len(load_topology_services("dev")) + 3
     assert stored["accounts"] == ["nats-admin"]

@@ -47,8 +47,13 @@ class Rendered:
     credentials: list[dict[str, Any]]  # the credential resources' outputs
 
     @property
+    def auth_secret(self) -> str:
+        [name] = [n for n in self.secrets if n.startswith("nats-auth-")]
+        return name
+
+    @property
     def auth_conf(self) -> str:
-        return self.secrets["nats-auth"]["auth.conf"]
+        return self.secrets[self.auth_secret]["auth.conf"]
 
     def identity(self, identity: str) -> dict[str, str]:
         return self.secrets[f"nats-creds-{identity}"]
@@ -77,7 +82,7 @@ def test_every_identity_has_its_secret_and_no_secret_is_anywhere_else(
     identities = identities_of(stack)
     assert sorted(c["identity"] for c in rendered.credentials) == sorted(identities)
     assert sorted(rendered.secrets) == sorted(
-        ["nats-auth", *(f"nats-creds-{i}" for i in identities)]
+        [rendered.auth_secret, *(f"nats-creds-{i}" for i in identities)]
     )
     objects = rendered.run.kube_objects()
     for obj in objects:
@@ -103,7 +108,7 @@ def test_every_identity_has_its_secret_and_no_secret_is_anywhere_else(
         assert password not in not_secrets
         assert f'password: "{cred["password_hash"]}"' in auth_conf
         assert bcrypt.checkpw(password.encode(), cred["password_hash"].encode())
-    assert rendered.run.outputs["authSecret"] == "nats-auth"
+    assert rendered.run.outputs["authSecret"] == rendered.auth_secret
     [config_map] = [o for o in objects if o["metadata"]["name"] == "nats-config"]
     assert f'include "{AUTH_INCLUDE}"' in config_map["data"]["nats.conf"]
 
@@ -374,41 +379,35 @@ def test_a_rotation_keeps_both_generations_valid_then_only_the_new(
     assert '"svc-ocr.1"' not in retired.auth_conf and '"svc-ocr.2"' in retired.auth_conf
 
 
-def _template_annotations(rendered: Rendered) -> dict[str, str]:
-    [sts] = [o for o in rendered.run.kube_objects() if o["kind"] == "StatefulSet"]
-    return dict(sts["spec"]["template"]["metadata"].get("annotations") or {})
-
-
-def test_a_new_account_rolls_the_servers_and_a_rotation_does_not() -> None:
+def test_a_new_account_rolls_the_servers_and_a_rotation_does_not(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     """nats-server takes an account added by a reload without its imports working until a
-    restart (2.10 .. 2.15): the pod template carries the digest of auth.conf's accounts."""
-    from nats_cluster import ACCOUNTS_ANNOTATION, cluster_objects
-    from stack_settings import read_settings, read_stack_file
+    restart (2.10 .. 2.15): the Secret with auth.conf is one per set of accounts, so a new
+    account changes the pods' volume (a roll) and a rotation updates the same Secret."""
+    from stack_credentials import auth_secret_name
 
     plain = render("dev")
     rotated = render("dev", {"natstopo:credentialGenerations": {"svc-ocr": [1, 2]}})
     assert rotated.auth_conf != plain.auth_conf  # a second user of svc-ocr ...
-    before, after = _template_annotations(plain), _template_annotations(rotated)
-    assert before[ACCOUNTS_ANNOTATION] == after[ACCOUNTS_ANNOTATION]  # ... in the same accounts
-    # the accounts auth.conf declares are the ones digested
+    assert rotated.auth_secret == plain.auth_secret  # ... in the same accounts, the same Secret
     declared = sorted(re.findall(r'^  "([^"]+)": \{$', plain.auth_conf, flags=re.M))
     assert "tax-agent" in declared and "tax-agent-svc-ocr" in declared and "SYS" in declared
-    repo = Path(__file__).resolve().parents[2]
-    settings = read_settings(read_stack_file(repo / "Pulumi.dev.yaml"), "dev", repo).cluster
-    conf = "port: 4222\n"
-
-    def digest(accounts: list[str]) -> str:
-        objects = cluster_objects(settings, part_of="tax-agent", nats_conf=conf, accounts=accounts)
-        return objects.stateful_set["spec"]["template"]["metadata"]["annotations"][
-            ACCOUNTS_ANNOTATION
-        ]
-
-    assert digest(declared) == before[ACCOUNTS_ANNOTATION]
-    assert digest([*declared, "tax-agent-svc-new"]) != digest(declared)
-    assert digest(list(reversed(declared))) == digest(declared)
+    assert plain.auth_secret == auth_secret_name("nats", declared)
+    assert auth_secret_name("nats", list(reversed(declared))) == plain.auth_secret
+    assert auth_secret_name("nats", [*declared, "tax-agent-svc-new"]) != plain.auth_secret
+    [sts] = [o for o in plain.run.kube_objects() if o["kind"] == "StatefulSet"]
+    mounted = [
+        v["secret"]["secretName"]
+        for v in sts["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    ]
+    assert plain.auth_secret in mounted
 
 
-def test_make_local_restarts_for_new_accounts_and_reloads_for_the_rest() -> None:
+def test_make_local_restarts_for_new_accounts_and_reloads_for_the_rest(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
     """`make local`'s reading of auth.conf: the accounts it declares, so that a service
     added (or the upgrade from one account) restarts the local servers."""
     import importlib.util

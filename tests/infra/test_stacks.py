@@ -144,7 +144,8 @@ def check_cluster_objects(result: StackRun, settings: StackSettings) -> None:
     if settings.authorization:
         # auth.conf from its Secret, beside the config folder (nats.conf includes it).
         assert mounts["/etc/nats-auth"] == "auth"
-        assert volumes["auth"]["secret"]["secretName"] == f"{c.name}-auth"
+        # one Secret per set of accounts (a new account rolls the servers)
+        assert volumes["auth"]["secret"]["secretName"].startswith(f"{c.name}-auth-")
         watched += ["-config", "/etc/nats-auth/auth.conf"]
     else:
         assert "auth" not in volumes
