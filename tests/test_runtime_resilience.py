@@ -477,3 +477,29 @@ async def test_structured_log_fields(
     }
     assert retried.stream_seq == 1 and retried.num_delivered == 1  # type: ignore[attr-defined]
     assert retried.trace_id == "trace-1"  # type: ignore[attr-defined]
+
+
+async def test_a_publish_nothing_answers_is_warned_of_once_per_subject(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No stream takes the subject (not provisioned, or an import a reload left dead): the
+    retries are at debug, but after 2 s one warning per subject says what to check."""
+    path = write_topology(tmp_path)  # not provisioned: every send meets no responders
+    caplog.set_level(logging.WARNING, logger="bus_runtime")
+    bus = NATSEventBus(
+        nats_server.url,
+        topology=str(path),
+        service="svc-a",
+        startup_check="off",
+        publish_retry_for=3.0,
+    )
+    await bus.start()
+    try:
+        sent = await asyncio.gather(*(bus.publish("job.created", job(i)) for i in range(3)))
+    finally:
+        await bus.stop()
+    assert sent == [False, False, False]
+    warned = [r for r in caplog.records if "no stream has answered" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    assert warned[0].levelno == logging.WARNING and "job.created" in warned[0].getMessage()
+    assert "needs a server restart" in warned[0].getMessage()

@@ -32,6 +32,10 @@ from .observability import (
 )
 from .outbox import Outbox, deliver_directly, header_block
 
+# A publish that finds no responder this long is said once per subject at warning level
+# (the retries go on at debug): a stream missing, or an import a reload left dead.
+NO_RESPONDER_WARNING_AFTER = 2.0
+
 
 class PendingPublish:
     __slots__ = (
@@ -99,6 +103,7 @@ class Publisher:
         self._loop = asyncio.get_running_loop()  # made by NATSEventBus.start
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._outbox = Outbox(nc)
+        self._unanswered: set[str] = set()  # subjects warned of (no responder for a while)
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
@@ -261,6 +266,25 @@ class Publisher:
 
     def _retry(self, p: PendingPublish, reason: str) -> None:
         delay = min(0.05 * 2 ** (p.attempts - 1), 1.0)
+        waited = time.monotonic() - p.first_sent
+        if (
+            reason == "no responders"
+            and waited >= NO_RESPONDER_WARNING_AFTER
+            and p.subject not in self._unanswered
+        ):
+            self._unanswered.add(p.subject)  # once per subject: retries are many
+            logger.warning(
+                "publish to %s: no stream has answered for %.0fs (no responders); retrying "
+                "for up to %gs. Is the stream provisioned on this server? With natstopo's "
+                "authorization: is the service's account importing it (an account added "
+                "by a config reload needs a server restart)?",
+                p.subject,
+                waited,
+                self._retry_for,
+                extra=log_fields(
+                    subject=p.subject, topic=p.label, event_id=p.headers.get(MSG_ID_HEADER)
+                ),
+            )
         if self._closing or time.monotonic() + delay - p.first_sent >= self._retry_for:
             self._finish(p, False, f"{reason}; gave up after {p.attempts} attempts")
             return
