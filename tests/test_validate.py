@@ -2153,3 +2153,23 @@ def test_load_topology_returns_the_model_when_valid() -> None:
     topology = load_topology(SHIPPED, "dev")
     assert topology.environment == "dev"
     assert all(s.replicas == 1 for s in topology.streams)
+
+
+def test_consumers_as_a_string_is_one_error_not_a_traceback(tmp_path: Path) -> None:
+    """Found by the property test: the stream's consumers were iterated before their type
+    was checked."""
+    errors = check(
+        tmp_path,
+        """\
+        version: 1
+        name: shop
+        services:
+          svc-a: {}
+        streams:
+          A:
+            topics:
+              a.b: {publishers: [svc-a]}
+            consumers: other
+        """,
+    )
+    assert one(errors, 9, 16, "streams.A.consumers") == "expected an object, got str ('other')"

@@ -156,14 +156,15 @@ class StreamChecks(ConsumerChecks):
             ss["replicas"].path if "replicas" in ss else None,
         )
         by_name = {t.name: t for t in topics}
+        # Not a mapping (a schema error, reported): no consumer. The genexp's first iterable
+        # is evaluated at once, so the check cannot sit in its condition.
+        declared = s.get("consumers")
         consumers = [
             c
             for c in (
                 self._build_consumer(env, sname, cname, c, values, by_name, stream_key)
-                for cname, c in (s.get("consumers") or {}).items()
-                if isinstance(s.get("consumers"), dict)
-                and isinstance(c, dict)
-                and (*spath, "consumers", cname) not in self.bad_paths
+                for cname, c in (declared if isinstance(declared, dict) else {}).items()
+                if isinstance(c, dict) and (*spath, "consumers", cname) not in self.bad_paths
             )
             if c is not None
         ]
