@@ -224,6 +224,21 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _importing(identity: str, jetstream_account: str, imports: Iterable[Import]) -> Permissions:
+    """An identity in an account of its own that imports `imports` from the JetStream
+    account: it may publish exactly their local subjects and read its own inbox."""
+    unique = tuple(dict.fromkeys(imports))
+    prefix = inbox_prefix(identity)
+    return Permissions(
+        _unique(i.local for i in unique),
+        (f"{prefix}.>",),
+        prefix,
+        account=service_account(jetstream_account, identity),
+        imports=unique,
+        api_prefix=SERVICE_API_PREFIX,
+    )
+
+
 def check_identity_names(topology: Topology) -> None:
     """Refuse a service named like one of natstopo's own identities.
 
@@ -283,16 +298,7 @@ def service_permissions(
     imports += [_api(f"STREAM.INFO.{s}") for s in _unique(streams)]
     for c in consumers:
         imports += consumer_imports(c, account=account, domain=domain)
-    unique = tuple(dict.fromkeys(imports))
-    prefix = inbox_prefix(service)
-    return Permissions(
-        _unique(i.local for i in unique),
-        (f"{prefix}.>",),
-        prefix,
-        account=service_account(account, service),
-        imports=unique,
-        api_prefix=SERVICE_API_PREFIX,
-    )
+    return _importing(service, account, imports)
 
 
 def admin_permissions(identity: str = ADMIN, *, account: str = "") -> Permissions:
@@ -329,16 +335,7 @@ def dlq_operator_permissions(
         if s.dead_letter is not None:
             imports.append(_api(f"STREAM.INFO.{s.name}"))
             imports += [Import(t.subject, t.subject) for t in s.topics]
-    unique = tuple(dict.fromkeys(imports))
-    prefix = inbox_prefix(identity)
-    return Permissions(
-        _unique(i.local for i in unique),
-        (f"{prefix}.>",),
-        prefix,
-        account=service_account(account, identity),
-        imports=unique,
-        api_prefix=SERVICE_API_PREFIX,
-    )
+    return _importing(identity, account, imports)
 
 
 def monitor_permissions(identity: str = MONITOR) -> Permissions:
