@@ -23,7 +23,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO / "infra"))
 
 import preflight  # noqa: E402 - infra/ is put on the path just above
 from bus_runtime import BusError  # noqa: E402
+from bus_runtime.security import declared_accounts as accounts_of  # noqa: E402
 from nats_conf import (  # noqa: E402
     AUTH_FILE,
     AUTH_INCLUDE,
@@ -324,14 +324,6 @@ def start_cluster(
         settings, started, only={n.name for n in alive.values()}, auth_changed=auth_changed
     )
     return started
-
-
-_ACCOUNT_LINE = re.compile(r'^  "([^"]+)": \{$', re.M)
-
-
-def accounts_of(auth_text: str) -> set[str]:
-    """The accounts an auth.conf rendered by natstopo declares."""
-    return set(_ACCOUNT_LINE.findall(auth_text))
 
 
 def reload_changed(

@@ -12,7 +12,7 @@ Only the standard library and nats-py are needed to connect; making credentials 
 the `auth` extra (bcrypt, nkeys).
 """
 
-from .authorization import PublicCredential, render_authorization
+from .authorization import PublicCredential, declared_accounts, render_authorization
 from .credentials import (
     CredentialStore,
     MissingExtraError,
@@ -67,6 +67,7 @@ __all__ = [  # noqa: RUF022 - grouped by module
     "service_permissions",
     # authorization
     "PublicCredential",
+    "declared_accounts",
     "render_authorization",
     # credentials
     "CredentialStore",

@@ -129,6 +129,16 @@ def _user_block(cred: PublicCredential, perms: Permissions, indent: str) -> str:
     return "\n".join(lines)
 
 
+# The head line of each account block `render_authorization` writes: `  "<name>": {`.
+_ACCOUNT_LINE = re.compile(r'^  "([^"]+)": \{$', re.M)
+
+
+def declared_accounts(text: str) -> set[str]:
+    """The accounts an `auth.conf` made by `render_authorization` declares (e.g. to tell
+    whether a change adds one, which needs a server restart rather than a reload)."""
+    return set(_ACCOUNT_LINE.findall(text))
+
+
 def render_authorization(
     topology: Topology,
     credentials: Mapping[str, Sequence[PublicCredential]],
