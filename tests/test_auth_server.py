@@ -102,11 +102,28 @@ class Identity:
         assert err.operation == "publish"
         assert err.service == self.name and self.name in str(err) and subject in str(err)
 
+    async def refused_api(self, subject: str) -> None:
+        """`refused_publish`, and for a `$JS.API.` subject also under its own API prefix."""
+        await self.refused_publish(subject)
+        if subject.startswith("$JS.API.") and self.api != "$JS.API":
+            await self.refused_publish(self.api + subject.removeprefix("$JS.API"))
+
     async def refused_subscribe(self, subject: str) -> None:
         sub = await self.nc.subscribe(subject)
         err = await self.violation(subject)
         assert err.operation == "subscribe"
         await sub.unsubscribe()
+
+
+async def collect(nc: Client, subject: str) -> asyncio.Queue[Msg]:
+    """Every message `nc` receives on `subject`, in a queue (the subscription is made)."""
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        got.put_nowait(msg)
+
+    await nc.subscribe(subject, cb=on_msg)
+    return got
 
 
 async def connect_as(
@@ -312,9 +329,7 @@ async def test_a_service_is_refused_everything_it_does_not_declare(
             "$KV.config.key",
             "$SYS.REQ.SERVER.PING.CONNZ",
         ):
-            await me.refused_publish(subject)
-            if subject.startswith("$JS.API."):  # and under its account's own API prefix
-                await me.refused_publish(me.api + subject.removeprefix("$JS.API"))
+            await me.refused_api(subject)
         for subject in (
             f"_INBOX.{victim}.>",  # reading another service's replies (its fetched messages)
             "_INBOX.>",
@@ -342,12 +357,7 @@ async def test_what_a_service_can_still_do_within_its_rights(
     server, _topology, store = provisioned
     ocr = await connect_as(server.url, store, "svc-ocr")
     kg = await connect_as(server.url, store, "svc-kg")
-    got: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        got.put_nowait(msg)
-
-    await kg.nc.subscribe("_INBOX.svc-kg.>", cb=on_msg)
+    got = await collect(kg.nc, "_INBOX.svc-kg.>")
     await kg.nc.flush()
     # 1. A reply subject is not checked, but it is answered in the publisher's own account:
     #    the PubAck of svc-ocr's publish with svc-kg's inbox as reply never reaches svc-kg
@@ -429,12 +439,7 @@ async def test_the_admin_provisions_but_reads_and_removes_no_message(
     # It may subscribe to every inbox of its account (NACK's controller cannot set an
     # inbox prefix), where no service's reply is: svc-audit's fetched message and a
     # PubAck of svc-ingestion arrive in their own accounts only.
-    seen: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        seen.put_nowait(msg)
-
-    await admin.nc.subscribe("_INBOX.>", cb=on_msg)
+    seen = await collect(admin.nc, "_INBOX.>")
     await admin.nc.flush()
     audit = await connect_as(server.url, store, "svc-audit")
     (msg,) = await (await audit.js().pull_subscribe_bind("audit-trail", events)).fetch(1, timeout=5)
@@ -476,12 +481,7 @@ async def test_the_admin_can_still_read_through_a_push_consumer_it_creates(
     await ingestion.js().publish("tax.document.uploaded", b'{"secret":"data"}')
     await ingestion.nc.close()
     admin = await connect_as(server.url, store, ADMIN)
-    got: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        got.put_nowait(msg)
-
-    await admin.nc.subscribe("_INBOX.admin.steal", cb=on_msg)
+    got = await collect(admin.nc, "_INBOX.admin.steal")
     config = {
         "durable_name": "steal",
         "deliver_subject": "_INBOX.admin.steal",
@@ -1087,20 +1087,13 @@ async def test_the_dlq_operator_lists_replays_and_purges_dead_letters_and_nothin
         "$JS.API.CONSUMER.CREATE.TAX_AGENT_EVENTS.steal",
         "dlq.TAX_AGENT_JOBS.jobs.ocr.requested",  # forging a dead letter
     ):
-        await operator.refused_publish(subject)
-        if subject.startswith("$JS.API."):
-            await operator.refused_publish(operator.api + subject.removeprefix("$JS.API"))
+        await operator.refused_api(subject)
     await operator.refused_subscribe("_INBOX.>")
     await operator.nc.close()
     # what it read stayed in its own account: the admin, subscribed to every inbox of the
     # JetStream account, sees none of a second listing
     admin = await connect_as(server.url, store, ADMIN)
-    seen: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        seen.put_nowait(msg)
-
-    await admin.nc.subscribe("_INBOX.>", cb=on_msg)
+    seen = await collect(admin.nc, "_INBOX.>")
     await admin.nc.flush()
     ocr = await connect_as(server.url, store, "svc-ocr")
     await ocr.js().publish("dlq.TAX_AGENT_JOBS.jobs.ocr.requested", b'{"n": 3}', headers=headers)
@@ -1169,13 +1162,8 @@ async def _attack(
     observer = await nats.connect(
         servers=[url] if isinstance(url, str) else url, user=OBSERVER[0], password=OBSERVER[1]
     )
-    answers: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def on_answer(msg: Msg) -> None:
-        answers.put_nowait(msg)
-
     try:
-        await observer.subscribe(">", cb=on_answer)
+        answers = await collect(observer, ">")
         await observer.flush()
         # what the attacker legitimately has: a job for its own consumer
         ack = await me.js().publish("jobs.firm.sync_requested", b"{}")
@@ -1273,13 +1261,8 @@ accounts {
             js = adm.jetstream()
             await js.add_stream(name="S", subjects=["s.>"])
             await js.add_consumer("S", durable_name="c", ack_policy="explicit")
-            got: asyncio.Queue[Msg] = asyncio.Queue()
-
-            async def on_msg(msg: Msg) -> None:
-                got.put_nowait(msg)
-
             inbox = a.new_inbox()
-            await a.subscribe(inbox, cb=on_msg)
+            got = await collect(a, inbox)
             pull = {"batch": 2, "expires": 10_000_000_000}
             await a.publish(
                 "$NATSTOPO.API.CONSUMER.MSG.NEXT.S.c", json.dumps(pull).encode(), reply=inbox
