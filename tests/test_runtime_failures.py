@@ -507,6 +507,48 @@ async def test_a_publish_to_a_full_stream_is_false_without_retrying(
     assert await asyncio.wait_for(bus.publish("job.created", job(2)), 60) is False
 
 
+@pytest.mark.parametrize("window", [1, 4096])
+async def test_publish_many_gives_each_payload_its_own_result_in_order(
+    backend: Backend, tmp_path: Path, window: int
+) -> None:
+    # room for three: the fourth and later are refused by the server (discard new), so the
+    # results of one call are mixed; window 1 sends each after the previous one's answer
+    path = write_topology(tmp_path, stream_extra="    max_msgs: 3\n    discard: new\n")
+    path.write_text(path.read_text().replace("retention: interest", "retention: limits"))
+    bus = await backend.started(path, publish_retry_for=120, max_in_flight=window)
+    results = await asyncio.wait_for(
+        bus.publish_many("job.created", [job(i) for i in range(6)]), 60
+    )
+    assert results == [True, True, True, False, False, False]
+    stored = [json.loads(m["data"])["data"]["n"] for m in await backend.messages("JOBS")]
+    assert stored == [0, 1, 2]
+    assert await bus.publish_many("job.created", []) == []
+    await bus.stop()
+
+
+async def test_publish_many_beyond_the_window_keeps_order_and_frees_every_place(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = write_topology(tmp_path)
+    path.write_text(path.read_text().replace("retention: interest", "retention: limits"))
+    bus = await backend.started(path, max_in_flight=7)
+    # 7 in flight at most, several hand-overs to the socket on the way (every 256)
+    assert (
+        await asyncio.wait_for(bus.publish_many("job.created", [job(i) for i in range(1000)]), 120)
+        == [True] * 1000
+    )
+    stored = [json.loads(m["data"])["data"]["n"] for m in await backend.messages("JOBS")]
+    assert stored == list(range(1000))
+    # every window place came back: seven at once still go out together
+    assert (
+        await asyncio.wait_for(
+            asyncio.gather(*(bus.publish("job.created", job(1000 + i)) for i in range(7))), 30
+        )
+        == [True] * 7
+    )
+    await bus.stop()
+
+
 async def test_publishing_from_outside_a_handler_does_not_hold_the_stop(
     backend: Backend, tmp_path: Path
 ) -> None:

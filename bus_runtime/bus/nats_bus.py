@@ -65,7 +65,7 @@ from .options import (
     topology_argument,
     unknown_arguments,
 )
-from .publisher import Publisher
+from .publisher import PublishBatch, Publisher
 from .pull_consumer import ConsumerRunner
 
 DEFAULT_SERVERS = "nats://localhost:4222"
@@ -117,6 +117,9 @@ def _check_connect_options(options: dict[str, Any]) -> None:
 # A pull request's lifetime bound: under the server's default response threshold (2 min) of
 # the service account's MSG.NEXT import (docs/security.md), with room to spare.
 MAX_PULL_EXPIRES = 60.0
+# publish_many hands its buffered messages to the socket every this many (~110 KB of the
+# usual envelope), instead of only when the window fills.
+_PUSH_EVERY = 256
 
 
 class NATSEventBus:
@@ -578,10 +581,11 @@ class NATSEventBus:
             topic, payload, tokens if type(tokens) is tuple else tokens_argument(tokens)
         )
         publisher = self._require_started()
-        future = publisher.send_nowait(topic, subject, body, headers)
-        if future is None:
-            future = await publisher.send(topic, subject, body, headers, checked=True)
-        return await future
+        p = publisher.send_nowait(topic, subject, body, headers)
+        if p is None:
+            p = await publisher.send(topic, subject, body, headers, checked=True)
+        assert p.future is not None  # made without a batch
+        return await p.future
 
     async def publish_many(
         self, topic: str, payloads: Iterable[EventPayload], *, tokens: Sequence[str] = ()
@@ -593,21 +597,25 @@ class NATSEventBus:
         tok = tokens_argument(tokens)
         prepared = [self.binding.prepare(topic, p, tok) for p in payloads]
         publisher = self._require_started()
-        futures = []
+        batch = PublishBatch(asyncio.get_running_loop(), len(prepared))
         send_nowait = publisher.send_nowait
-        for _t, s, b, h in prepared:
-            f = send_nowait(topic, s, b, h)
-            futures.append(
-                f if f is not None else await publisher.send(topic, s, b, h, checked=True)
-            )
-        return [await f for f in futures]
+        for i, (_t, s, b, h) in enumerate(prepared):
+            if send_nowait(topic, s, b, h, batch, i) is None:
+                await publisher.send(topic, s, b, h, checked=True, batch=batch, index=i)
+            if not (i + 1) % _PUSH_EVERY:
+                # on the wire now, so the server stores these while the rest is buffered
+                # (this loop yields only when the window is full: thousands of messages)
+                publisher.push()
+        return await batch.future
 
     async def publish_raw(
         self, label: str, subject: str, body: bytes, headers: dict[str, str]
     ) -> bool:
         """Publish bytes as they are (dead letters): retries as `publish`, no checks."""
         publisher = self._require_started()
-        return await (await publisher.send(label, subject, body, headers))
+        p = await publisher.send(label, subject, body, headers)
+        assert p.future is not None  # made without a batch
+        return await p.future
 
     # -- consuming
     async def subscribe(self, topic: str, handler: Handler | ContextHandler) -> None:

@@ -37,29 +37,61 @@ from .outbox import Outbox, deliver_directly, header_block
 NO_RESPONDER_WARNING_AFTER = 2.0
 
 
+class PublishBatch:
+    """The results of many publishes (`publish_many`) in one future, instead of a future
+    per message: it resolves to their list, in order, once every one is finished, or
+    raises the first refusal's error."""
+
+    __slots__ = ("future", "left", "results")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.future: asyncio.Future[list[bool]] = loop.create_future()
+        self.results = [False] * size
+        self.left = size
+        if not size:
+            self.future.set_result([])
+
+    def finish(self, index: int, ok: bool) -> None:
+        self.results[index] = ok
+        self.left -= 1
+        if not self.left and not self.future.done():
+            self.future.set_result(self.results)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 class PendingPublish:
     __slots__ = (
         "attempts",
+        "batch",
         "body",
         "first_sent",
         "future",
         "hdr",
         "headers",
+        "index",
         "label",
+        "sent_at",
         "subject",
         "token",
     )
 
     def __init__(
         self,
-        future: asyncio.Future[bool],
+        future: asyncio.Future[bool] | None,
         label: str,
         subject: str,
         body: bytes,
         headers: dict[str, str],
         hdr: bytes | None,
+        batch: PublishBatch | None = None,
+        index: int = 0,
     ) -> None:
-        self.future = future
+        self.future = future  # None: the result goes to `batch`
+        self.batch = batch
+        self.index = index
         self.label = label
         self.subject = subject
         self.body = body
@@ -67,7 +99,20 @@ class PendingPublish:
         self.hdr = hdr  # the header block, when the bus built and checked the headers
         self.attempts = 0
         self.first_sent = 0.0
+        self.sent_at = 0.0  # of the attempt sent as `token`
         self.token = ""
+
+    def result(self, ok: bool) -> None:
+        if self.batch is not None:
+            self.batch.finish(self.index, ok)
+        elif not self.future.done():  # type: ignore[union-attr]  # done: cancelled meanwhile
+            self.future.set_result(ok)  # type: ignore[union-attr]
+
+    def fail(self, error: BaseException) -> None:
+        if self.batch is not None:
+            self.batch.fail(error)
+        elif not self.future.done():  # type: ignore[union-attr]
+            self.future.set_exception(error)  # type: ignore[union-attr]
 
 
 class Publisher:
@@ -88,7 +133,9 @@ class Publisher:
         self._max_in_flight = max_in_flight
         self._metrics = metrics
         self._pending: dict[str, PendingPublish] = {}
-        self._sent: deque[tuple[float, str, PendingPublish]] = deque()
+        # the tokens of sends in the order sent (the time is the PendingPublish's `sent_at`
+        # while it is pending under that token): no tuple per send for the collector
+        self._sent: deque[str] = deque()
         self._in_flight = 0
         self._window_waiters: deque[asyncio.Future[None]] = deque()
         self._idle: asyncio.Event = asyncio.Event()
@@ -110,19 +157,30 @@ class Publisher:
         self._plen = len(self._prefix)
         sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
         # The handler never waits: PubAcks go to it inside nats-py's read loop.
-        deliver_directly(sub, self._handle_reply, self._reply_failed)
+        deliver_directly(sub, self._handle_reply, self._reply_failed, self._handle_ack)
         self._sweeper = self._loop.create_task(self._sweep())
+
+    def push(self) -> None:
+        """Hand what is buffered to the socket now (see `Outbox.write_now`)."""
+        self._outbox.write_now()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
     def send_nowait(
-        self, label: str, subject: str, body: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[bool] | None:
+        self,
+        label: str,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str],
+        batch: PublishBatch | None = None,
+        index: int = 0,
+    ) -> PendingPublish | None:
         """`send` of headers the bus built and checked, when the window has room and the
         outbox can write it at once; None when `send` is needed (it waits, or nats-py's own
-        publish raises or buffers)."""
+        publish raises or buffers). With `batch`, the result goes to its place `index`
+        (the PendingPublish has no future)."""
         if self._refusing or self._in_flight >= self._max_in_flight or self._window_waiters:
             return None
         self._seq += 1
@@ -133,13 +191,22 @@ class Publisher:
             return None
         self._in_flight += 1
         self._idle.clear()
-        p = PendingPublish(self._loop.create_future(), label, subject, body, headers, hdr)
+        p = PendingPublish(
+            None if batch is not None else self._loop.create_future(),
+            label,
+            subject,
+            body,
+            headers,
+            hdr,
+            batch,
+            index,
+        )
         p.token = token
         p.attempts = 1
-        p.first_sent = now = time.monotonic()
+        p.first_sent = p.sent_at = time.monotonic()
         self._pending[token] = p
-        self._sent.append((now, token, p))
-        return p.future
+        self._sent.append(token)
+        return p
 
     async def send(
         self,
@@ -149,8 +216,11 @@ class Publisher:
         headers: dict[str, str],
         *,
         checked: bool = False,
-    ) -> asyncio.Future[bool]:
-        """Send one message; the future resolves True on acknowledgement, False on giving up.
+        batch: PublishBatch | None = None,
+        index: int = 0,
+    ) -> PendingPublish:
+        """Send one message; its future (or its place in `batch`) resolves True on
+        acknowledgement, False on giving up.
 
         `checked`: the bus built the headers itself (see `outbox.header_block`).
         """
@@ -165,26 +235,28 @@ class Publisher:
         self._in_flight += 1
         self._idle.clear()
         p = PendingPublish(
-            self._loop.create_future(),
+            None if batch is not None else self._loop.create_future(),
             label,
             subject,
             body,
             headers,
             header_block(headers) if checked else None,
+            batch,
+            index,
         )
         await self._send(p)
-        return p.future
+        return p
 
     async def _send(self, p: PendingPublish) -> None:
         self._seq += 1
         token = str(self._seq)
         p.token = token
         p.attempts += 1
-        now = time.monotonic()
+        p.sent_at = now = time.monotonic()
         if p.attempts == 1:
             p.first_sent = now
         self._pending[token] = p
-        self._sent.append((now, token, p))
+        self._sent.append(token)
         if p.hdr is not None and self._outbox.hpub(p.subject, self._prefix + token, p.hdr, p.body):
             return
         try:
@@ -217,6 +289,17 @@ class Publisher:
             exc_info=exc,
         )
 
+    def _handle_ack(self, subject: bytes, data: bytes) -> None:
+        """`_handle_reply` of a message without headers (a PubAck or an API error), from
+        the bus's reader: its subject as read, no `Msg` built."""
+        p = self._pending.pop(subject[self._plen :].decode(), None)
+        if p is None:
+            return  # the answer to a send that already timed out and was sent again
+        if not data:
+            self._retry(p, "an empty answer without a status")
+            return
+        self._answered(p, data)
+
     def _handle_reply(self, msg: Msg) -> None:
         p = self._pending.pop(msg.subject[self._plen :], None)
         if p is None:
@@ -226,6 +309,9 @@ class Publisher:
             status = msg.headers.get("Status") if msg.headers else None
             self._retry(p, "no responders" if status == "503" else f"status {status}")
             return
+        self._answered(p, data)
+
+    def _answered(self, p: PendingPublish, data: bytes) -> None:
         if b'"error"' not in data:
             # a PubAck ({"stream":..,"seq":..[,"duplicate":true]}): stored, or stored before
             self._finish(p, True, None)
@@ -311,8 +397,7 @@ class Publisher:
         if p.token == "":
             return  # finished before
         p.token = ""
-        if not p.future.done():  # done: the publishing task was cancelled meanwhile
-            p.future.set_result(ok)
+        p.result(ok)
         self._in_flight -= 1
         while self._window_waiters and self._in_flight < self._max_in_flight:
             w = self._window_waiters.popleft()
@@ -341,8 +426,7 @@ class Publisher:
         refused = [(t, p) for t, p in self._pending.items() if p.subject.lower() == wanted]
         for token, p in refused:
             del self._pending[token]
-            if not p.future.done():
-                p.future.set_exception(error)
+            p.fail(error)
             self._finish(p, False, str(error))
         return len(refused)
 
@@ -350,17 +434,21 @@ class Publisher:
         """Time out sends whose acknowledgement did not come within `timeout`."""
         interval = min(0.1, self._timeout / 4)
         sent = self._sent
+        pending = self._pending
         while True:
             await asyncio.sleep(interval)
             limit = time.monotonic() - self._timeout
-            while sent and sent[0][0] <= limit:
-                _, token, p = sent.popleft()
-                if self._pending.get(token) is p:
-                    del self._pending[token]
-                    self._retry(p, f"no acknowledgement in {self._timeout}s")
-            # entries of answered sends are dropped as they reach the front
-            while sent and sent[0][1] not in self._pending:
+            while sent:
+                token = sent[0]
+                p = pending.get(token)
+                if p is None:  # answered (or sent again under another token)
+                    sent.popleft()
+                    continue
+                if p.sent_at > limit:
+                    break
                 sent.popleft()
+                del pending[token]
+                self._retry(p, f"no acknowledgement in {self._timeout}s")
 
     async def close(self, grace: float) -> None:
         """Take no new publish; wait for in-flight ones (at most `grace` s); fail what is left.
