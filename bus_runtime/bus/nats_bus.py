@@ -65,6 +65,7 @@ from .options import (
     topology_argument,
     unknown_arguments,
 )
+from .outbox import received_header_block
 from .publisher import PublishBatch, Publisher
 from .pull_consumer import ConsumerRunner
 
@@ -613,7 +614,8 @@ class NATSEventBus:
     ) -> bool:
         """Publish bytes as they are (dead letters): retries as `publish`, no checks."""
         publisher = self._require_started()
-        p = await publisher.send(label, subject, body, headers)
+        hdr, sendable = received_header_block(headers)
+        p = await publisher.send(label, subject, body, sendable, hdr=hdr)
         assert p.future is not None  # made without a batch
         return await p.future
 

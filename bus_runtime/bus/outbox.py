@@ -65,6 +65,37 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     return ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
+# What nats-py's publish accepts as a header name (RFC 7230 token characters).
+_NATS_PY_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What a header line can carry as a name: printable ASCII without the colon (the server
+# stores and delivers such names, and nats-py's reader keeps them).
+_WIRE_HEADER_KEY = re.compile(r"[!-9;-~]+")
+_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def received_header_block(headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The header block of headers as a message was delivered with them (a dead letter's
+    copy of the original's), and the ones nats-py's own publish would send.
+
+    A name nats-py's publish refuses (`X/Trace`, `A(b)`: a Go client or the server sends
+    them) would make the dead letter unsendable, so the block is written here, as the
+    message came: names as read, values stripped and without line breaks (as nats-py
+    writes them). The dict leaves out what nats-py refuses: it is what a send through
+    nats-py's own publish (not the plain case) carries.
+    """
+    lines = []
+    sendable: dict[str, str] = {}
+    for key, value in headers.items():
+        k = key.strip()
+        if not _WIRE_HEADER_KEY.fullmatch(k):
+            continue  # cannot be a header line's name (no reader makes such a key)
+        v = value.strip().translate(_VALUE_NEWLINES)
+        lines.append(f"{k}: {v}\r\n")
+        if _NATS_PY_HEADER_KEY.fullmatch(k):
+            sendable[k] = v
+    return ("NATS/1.0\r\n" + "".join(lines) + "\r\n").encode("utf-8", "replace"), sendable
+
+
 class Outbox:
     """Writes of the plain case straight into one nats-py connection's buffer."""
 

@@ -151,6 +151,7 @@ class Publisher:
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._outbox = Outbox(nc)
         self._unanswered: set[str] = set()  # subjects warned of (no responder for a while)
+        self._foreign_warned: set[str] = set()  # subjects a core responder answered on
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
@@ -216,13 +217,16 @@ class Publisher:
         headers: dict[str, str],
         *,
         checked: bool = False,
+        hdr: bytes | None = None,
         batch: PublishBatch | None = None,
         index: int = 0,
     ) -> PendingPublish:
         """Send one message; its future (or its place in `batch`) resolves True on
         acknowledgement, False on giving up.
 
-        `checked`: the bus built the headers itself (see `outbox.header_block`).
+        `checked`: the bus built the headers itself (see `outbox.header_block`). `hdr`: the
+        header block to write (`outbox.received_header_block`), `headers` being what goes
+        through nats-py's publish when the outbox cannot write it.
         """
         if self._refusing:
             raise BusClosedError("the bus is stopping: publishing is closed")
@@ -240,7 +244,7 @@ class Publisher:
             subject,
             body,
             headers,
-            header_block(headers) if checked else None,
+            hdr if hdr is not None else header_block(headers) if checked else None,
             batch,
             index,
         )
@@ -312,8 +316,9 @@ class Publisher:
         self._answered(p, data)
 
     def _answered(self, p: PendingPublish, data: bytes) -> None:
-        if b'"error"' not in data:
-            # a PubAck ({"stream":..,"seq":..[,"duplicate":true]}): stored, or stored before
+        if data.startswith(b'{"stream":') and b'"error"' not in data:
+            # a PubAck ({"stream":..,"seq":..[,"duplicate":true]}, every server version
+            # measured): stored, or stored before
             self._finish(p, True, None)
             if self._debug:
                 self._log_ack(p, data)
@@ -321,15 +326,37 @@ class Publisher:
         try:
             resp = json.loads(data)
         except ValueError:
-            self._finish(p, False, f"unreadable acknowledgement {data[:100]!r}")
-            return
-        err = resp.get("error")
-        if err is None:
-            self._finish(p, True, None)
-        elif err.get("code") == 503 and not _stream_full(err):
-            self._retry(p, f"{err.get('description')} (err_code {err.get('err_code')})")
-        else:
-            self._finish(p, False, f"{err.get('description')} (err_code {err.get('err_code')})")
+            resp = None
+        if type(resp) is dict:
+            err = resp.get("error")
+            if type(err) is dict:
+                reason = f"{err.get('description')} (err_code {err.get('err_code')})"
+                if err.get("code") == 503 and not _stream_full(err):
+                    self._retry(p, reason)
+                else:
+                    self._finish(p, False, reason)
+                return
+            if err is None and type(resp.get("stream")) is str and type(resp.get("seq")) is int:
+                self._finish(p, True, None)
+                return
+        self._foreign(p, data)
+
+    def _foreign(self, p: PendingPublish, data: bytes) -> None:
+        """An answer that is not a stream's: a core NATS responder on the subject. Not an
+        acknowledgement: the publish waits on for the stream's (a stream may share the
+        subject), and is sent again or gives up as one that got no answer."""
+        self._pending[p.token] = p  # still listening on the same reply subject
+        if p.subject not in self._foreign_warned:
+            self._foreign_warned.add(p.subject)
+            logger.warning(
+                "publish to %s: answered by a responder that is not a JetStream stream "
+                "(%r): not taken as stored; waiting for the stream's acknowledgement",
+                p.subject,
+                bytes(data[:100]),
+                extra=log_fields(
+                    subject=p.subject, topic=p.label, event_id=p.headers.get(MSG_ID_HEADER)
+                ),
+            )
 
     def _log_ack(self, p: PendingPublish, data: bytes) -> None:
         ack = json.loads(data)
