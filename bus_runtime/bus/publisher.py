@@ -495,6 +495,12 @@ class Publisher:
         for p in list(self._pending.values()):
             self._finish(p, False, "the bus stopped before an acknowledgement came")
         self._pending.clear()
+        # a resend still inside nats-py's publish (waiting for a forced flush that a closing
+        # connection never does) would be left pending when the loop ends
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
