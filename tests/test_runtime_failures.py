@@ -90,6 +90,9 @@ async def test_stop_after_the_server_died_returns_quietly(
             break
         await asyncio.sleep(0.02)
     assert nats_server_each.proc is not None
+    nc = bus.nc
+    subscription_tasks = [s._wait_for_msgs_task for s in nc._subs.values()]
+    assert subscription_tasks and all(t is not None for t in subscription_tasks)
     os.kill(nats_server_each.proc.pid, signal.SIGKILL)  # a crash, while the bus is busy:
     publishes = [asyncio.create_task(bus.publish("job.created", job(i))) for i in range(10)]
     began = time.monotonic()
@@ -99,6 +102,9 @@ async def test_stop_after_the_server_died_returns_quietly(
     results = await asyncio.gather(*publishes, return_exceptions=True)
     # each publish ended as False (not confirmed) or BusClosedError: never a socket error
     assert all(r is False or isinstance(r, BusError) for r in results), results
+    # nothing of the connection is left waiting (a close cut short by its bound left the
+    # subscriptions' tasks pending for good: "Task was destroyed but it is pending")
+    await asyncio.wait_for(asyncio.gather(*subscription_tasks, return_exceptions=True), 5)
     nats_server_each.proc.wait()
 
 

@@ -123,6 +123,24 @@ MAX_PULL_EXPIRES = 60.0
 _PUSH_EVERY = 256
 
 
+def _abandon(nc: Client) -> None:
+    """What a close that did not finish leaves behind (its socket would not take the last
+    buffered bytes within the bound: a dead server): nats-py cancels the subscriptions'
+    tasks and drops the socket only after that write, so they would wait forever and be
+    destroyed pending once the connection is garbage. Cancel and drop them here."""
+    subs = getattr(nc, "_subs", None)
+    for sub in list(subs.values()) if isinstance(subs, dict) else ():
+        task = getattr(sub, "_wait_for_msgs_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+    if isinstance(subs, dict):
+        subs.clear()
+    transport = getattr(nc, "_transport", None)
+    if transport is not None:  # closing it twice is harmless
+        with contextlib.suppress(Exception):
+            transport.close()
+
+
 class NATSEventBus:
     """The event bus of one service of a topology, on NATS JetStream.
 
@@ -491,6 +509,7 @@ class NATSEventBus:
         if not nc.is_closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 5.0)
+        _abandon(nc)
 
     async def __aenter__(self) -> NATSEventBus:
         await self.start()
