@@ -127,6 +127,9 @@ async def run(url: str, nats_bin: str, args: argparse.Namespace) -> dict[str, An
     names = ("go_pub", "bus_pub", "raw_pub", "go_fetch", "bus_consume", "raw_fetch", "bus_each", "raw_each")  # fmt: skip
     rates: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
+    gcs: dict[str, list[float]] = {
+        k: [] for k in ("bus_pub", "bus_consume", "raw_pub", "raw_fetch")
+    }
     ratio_names = ("pub_vs_go", "pub_vs_raw", "consume_vs_go", "consume_vs_raw", "each_vs_raw")
     ratios: dict[str, list[float]] = {k: [] for k in ratio_names}
     for r in range(args.rounds):
@@ -163,6 +166,8 @@ async def run(url: str, nats_bin: str, args: argparse.Namespace) -> dict[str, An
         for k, clock in c.items():
             rates[k].append(clock.rate)
             cpu[k].append(clock.cpu_us)
+            if k in gcs:
+                gcs[k].append(clock.gc_us)
         ratios["pub_vs_go"].append(c["bus_pub"].rate / c["go_pub"].rate)
         ratios["pub_vs_raw"].append(c["bus_pub"].rate / c["raw_pub"].rate)
         ratios["consume_vs_go"].append(c["bus_consume"].rate / c["go_fetch"].rate)
@@ -177,7 +182,8 @@ async def run(url: str, nats_bin: str, args: argparse.Namespace) -> dict[str, An
             f"(bus/go {ratios['consume_vs_go'][-1]:.2f}, bus/raw "
             f"{ratios['consume_vs_raw'][-1]:.2f}); each bus {last['bus_each']:,.0f} raw "
             f"{last['raw_each']:,.0f} (bus/raw {ratios['each_vs_raw'][-1]:.2f}); bus cpu/msg "
-            f"pub {cpu['bus_pub'][-1]:.1f} consume {cpu['bus_consume'][-1]:.1f} us",
+            f"pub {cpu['bus_pub'][-1]:.1f} consume {cpu['bus_consume'][-1]:.1f} us (of which "
+            f"the collector {gcs['bus_pub'][-1]:.1f} / {gcs['bus_consume'][-1]:.1f})",
             flush=True,
         )
 
@@ -216,6 +222,7 @@ async def run(url: str, nats_bin: str, args: argparse.Namespace) -> dict[str, An
         "rounds": args.rounds,
         "msg_per_s": {k: round(statistics.median(v)) for k, v in rates.items()},
         "client_cpu_us_per_msg": {k: round(statistics.median(v), 1) for k, v in cpu.items()},
+        "collector_us_per_msg": {k: round(statistics.median(v), 2) for k, v in gcs.items()},
         **med_ratios,
         "per_round": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
     }

@@ -293,24 +293,35 @@ class NatsCluster:
         return self.nodes[0].version
 
     def wait_ready(self, timeout: float = 45.0) -> None:
-        """Wait until every node sees the same elected meta leader and all peers."""
+        """Wait until every node sees the same elected meta leader and all peers.
+
+        On giving up, the error shows each node's last `meta_cluster` answer (or that its
+        monitoring port did not answer) beside its log tail, so a slow start can be told
+        from a split one.
+        """
         deadline = time.monotonic() + timeout
+        last: dict[str, object] = {}
         while time.monotonic() < deadline:
             leaders = set()
             ok = True
             for n in self.nodes:
                 jsz = n.jsz() if n.proc is not None else None
                 meta = jsz.get("meta_cluster") if jsz else None
+                last[n.name] = meta if jsz else "no /jsz answer"
                 if not isinstance(meta, dict) or not meta.get("leader"):
                     ok = False
-                    break
+                    continue
                 leaders.add(meta["leader"])
                 if int(meta.get("cluster_size", 0) or 0) < len(self.nodes):
                     ok = False
             if ok and len(leaders) == 1:
                 return
             time.sleep(0.2)
-        tails = "\n".join(f"--- {n.name}\n{n.log_tail(10)}" for n in self.nodes)
+        tails = "\n".join(
+            f"--- {n.name}: last meta_cluster {json.dumps(last.get(n.name), default=str)}\n"
+            f"{n.log_tail(10)}"
+            for n in self.nodes
+        )
         raise HarnessError(f"cluster: no meta leader in {timeout}s\n{tails}")
 
     def stop(self) -> None:

@@ -810,6 +810,34 @@ async def test_a_publish_the_server_refuses_raises_naming_subject_and_service(
     assert states["TAX_AGENT_JOBS"]["messages"] == 0
 
 
+async def test_a_publish_many_the_server_refuses_raises_once_and_stores_nothing(
+    provisioned: tuple[NatsServer, Topology, CredentialStore],
+) -> None:
+    server, topology, store = provisioned
+    bus = _bus_with_credentials_of(
+        server,
+        topology,
+        store,
+        "svc-extract",
+        "svc-ocr",
+        startup_check="off",
+        publish_retry_for=60.0,
+    )
+    await bus.start()
+    try:
+        payloads = [
+            EventPayload(data={"document_id": f"d-{i}"}, actor="svc-extract", tenant_id="t")
+            for i in range(300)
+        ]
+        with pytest.raises(PermissionViolationError) as info:
+            await asyncio.wait_for(bus.publish_many("normalize.requested", payloads), 30)
+        assert info.value.subject == topology.topic("normalize.requested").subject
+    finally:
+        await bus.stop()
+    states = await _stream_states(server.url, store, topology)
+    assert states["TAX_AGENT_JOBS"]["messages"] == 0
+
+
 async def test_a_start_up_check_the_server_refuses_is_a_permission_error(
     provisioned: tuple[NatsServer, Topology, CredentialStore],
 ) -> None:

@@ -240,3 +240,24 @@ def test_retry_delays_and_heartbeat_follow_the_consumer() -> None:
         DEFAULT_RETRY_DELAYS[-1],
     ]
     assert heartbeat_after(plain) == 15.0  # the server's default ack_wait is 30 s
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=3000) | st.text(alphabet="é✓\x00\r\n\t \udcff z", max_size=3000))
+def test_an_error_header_is_one_printable_line_of_at_most_1_kib(text: str) -> None:
+    from bus_runtime.bus.delivery import header_safe
+
+    value = header_safe(text)
+    raw = value.encode("utf-8")  # encodable: a lone surrogate became `?`
+    assert len(raw) <= 1024
+    assert not any(ord(c) < 32 or ord(c) == 127 for c in value)
+    assert value == " ".join(value.split())  # no runs of white space, nothing around it
+
+
+def test_an_error_header_is_cut_by_bytes_not_characters() -> None:
+    from bus_runtime.bus.delivery import header_safe
+
+    value = header_safe("bad\r\nX-Injected: yes\x00 é✓ " + "z" * 5000)
+    assert value.startswith("bad X-Injected: yes é✓ zzz") and value.endswith("...")
+    assert len(value.encode()) == 1024
+    assert len(header_safe("é" * 2000).encode()) <= 1024  # never half a character

@@ -7,10 +7,13 @@ import dataclasses
 import datetime
 import enum
 import json
+import struct
 import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bus_runtime.bus import envelope
 from bus_runtime.bus.envelope import EventPayload
@@ -51,6 +54,18 @@ VALUES: list[Any] = [
     -0.0,
     1e16,
     1.5e-300,
+    # below 1e-4 and from 1e16 on the stdlib writes an exponent its own way (1e-07)
+    1e-07,
+    2.5e-06,
+    1.5212603486793025e-05,
+    9.999999999999999e-05,
+    1e-4,
+    -1e-05,
+    5e-324,
+    1.7976931348623157e308,
+    1e22,
+    9999999999999998.0,
+    123456789012345.6,
     float("nan"),
     float("inf"),
     -float("inf"),
@@ -98,6 +113,16 @@ def _fast(data: dict[str, Any]) -> bytes | str:
 @pytest.mark.parametrize("value", [*VALUES, _nest(70), _nest(10)], ids=repr)
 def test_data_encodes_or_refuses_as_the_stdlib(value: Any) -> None:
     data = {"v": value}
+    assert _fast(data) == _stdlib(data)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(0, 2**64 - 1).map(lambda bits: struct.unpack("<d", bits.to_bytes(8, "little"))[0])
+)
+def test_any_float_encodes_as_the_stdlib(value: float) -> None:
+    data = {"v": value, "l": [value, -value]}
     assert _fast(data) == _stdlib(data)
 
 

@@ -90,6 +90,9 @@ async def test_stop_after_the_server_died_returns_quietly(
             break
         await asyncio.sleep(0.02)
     assert nats_server_each.proc is not None
+    nc = bus.nc
+    subscription_tasks = [s._wait_for_msgs_task for s in nc._subs.values()]
+    assert subscription_tasks and all(t is not None for t in subscription_tasks)
     os.kill(nats_server_each.proc.pid, signal.SIGKILL)  # a crash, while the bus is busy:
     publishes = [asyncio.create_task(bus.publish("job.created", job(i))) for i in range(10)]
     began = time.monotonic()
@@ -99,6 +102,9 @@ async def test_stop_after_the_server_died_returns_quietly(
     results = await asyncio.gather(*publishes, return_exceptions=True)
     # each publish ended as False (not confirmed) or BusClosedError: never a socket error
     assert all(r is False or isinstance(r, BusError) for r in results), results
+    # nothing of the connection is left waiting (a close cut short by its bound left the
+    # subscriptions' tasks pending for good: "Task was destroyed but it is pending")
+    await asyncio.wait_for(asyncio.gather(*subscription_tasks, return_exceptions=True), 5)
     nats_server_each.proc.wait()
 
 
@@ -505,6 +511,48 @@ async def test_a_publish_to_a_full_stream_is_false_without_retrying(
     bus = await backend.started(path, publish_retry_for=120)
     assert await bus.publish("job.created", job(1))
     assert await asyncio.wait_for(bus.publish("job.created", job(2)), 60) is False
+
+
+@pytest.mark.parametrize("window", [1, 4096])
+async def test_publish_many_gives_each_payload_its_own_result_in_order(
+    backend: Backend, tmp_path: Path, window: int
+) -> None:
+    # room for three: the fourth and later are refused by the server (discard new), so the
+    # results of one call are mixed; window 1 sends each after the previous one's answer
+    path = write_topology(tmp_path, stream_extra="    max_msgs: 3\n    discard: new\n")
+    path.write_text(path.read_text().replace("retention: interest", "retention: limits"))
+    bus = await backend.started(path, publish_retry_for=120, max_in_flight=window)
+    results = await asyncio.wait_for(
+        bus.publish_many("job.created", [job(i) for i in range(6)]), 60
+    )
+    assert results == [True, True, True, False, False, False]
+    stored = [json.loads(m["data"])["data"]["n"] for m in await backend.messages("JOBS")]
+    assert stored == [0, 1, 2]
+    assert await bus.publish_many("job.created", []) == []
+    await bus.stop()
+
+
+async def test_publish_many_beyond_the_window_keeps_order_and_frees_every_place(
+    backend: Backend, tmp_path: Path
+) -> None:
+    path = write_topology(tmp_path)
+    path.write_text(path.read_text().replace("retention: interest", "retention: limits"))
+    bus = await backend.started(path, max_in_flight=7)
+    # 7 in flight at most, several hand-overs to the socket on the way (every 256)
+    assert (
+        await asyncio.wait_for(bus.publish_many("job.created", [job(i) for i in range(1000)]), 120)
+        == [True] * 1000
+    )
+    stored = [json.loads(m["data"])["data"]["n"] for m in await backend.messages("JOBS")]
+    assert stored == list(range(1000))
+    # every window place came back: seven at once still go out together
+    assert (
+        await asyncio.wait_for(
+            asyncio.gather(*(bus.publish("job.created", job(1000 + i)) for i in range(7))), 30
+        )
+        == [True] * 7
+    )
+    await bus.stop()
 
 
 async def test_publishing_from_outside_a_handler_does_not_hold_the_stop(

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from harness import NatsServer
 from test_runtime_support import (
@@ -22,7 +23,7 @@ from test_runtime_support import (
     write_topology,
 )
 
-from bus_runtime import EventPayload, SetupError
+from bus_runtime import EventPayload, NATSEventBus, SetupError
 
 __all__ = ["backend"]  # the fixture, imported for pytest
 
@@ -118,6 +119,80 @@ async def test_dead_letters_drop_the_headers_the_server_acts_on(
     assert headers["Natstopo-Msg-Id"] == "foreign-1"
     assert [k for k in headers if k.lower().startswith("nats-")] == ["Nats-Msg-Id"]
     assert seen == []
+
+
+async def _store_with_raw_headers(
+    url: str, subject: str, header_lines: list[str], body: bytes
+) -> None:
+    """Store a message as a foreign client can (Go's, the `nats` CLI): header names that
+    nats-py's publish refuses, written on the wire by hand."""
+    host, port = url.removeprefix("nats://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        await reader.readline()  # INFO
+        hdr = ("NATS/1.0\r\n" + "".join(f"{h}\r\n" for h in header_lines) + "\r\n").encode()
+        writer.write(
+            b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\n'
+            + b"SUB _INBOX.raw 1\r\n"
+            + f"HPUB {subject} _INBOX.raw {len(hdr)} {len(hdr) + len(body)}\r\n".encode()
+            + hdr + body + b"\r\n"
+        )  # fmt: skip
+        await writer.drain()
+        seen = b""
+        while b'"seq":' not in seen:  # the stream's PubAck
+            seen += await asyncio.wait_for(reader.read(4096), 10)
+        assert b'"error"' not in seen, seen
+    finally:
+        writer.close()
+
+
+@pytest.mark.nats
+async def test_a_dead_letter_keeps_header_names_nats_py_cannot_publish(
+    nats_server_each: NatsServer, tmp_path: Path
+) -> None:
+    # The reader keeps `X/Trace` or `A(b)`; nats-py's publish refuses such a name, so the
+    # dead-letter copy could never be sent and the message stayed in JOBS for good.
+    path = write_topology(tmp_path)
+    await provision_url(nats_server_each.url, path)
+    odd = ["X/Trace: 1", "A(b): 2", "k=v: 3", "Plain: kept"]
+    await _store_with_raw_headers(nats_server_each.url, "jobs.job.created", odd, b"not json")
+    envelope_body = (
+        b'{"event_id":"01J0000000000000000000000A","topic":"job.created",'
+        b'"occurred_at":"2026-01-01T00:00:00Z","actor":"x","tenant_id":"t","trace_id":null,'
+        b'"schema":null,"data":{"n":7}}'
+    )
+    await _store_with_raw_headers(nats_server_each.url, "jobs.job.created", odd, envelope_body)
+    bus = NATSEventBus(nats_server_each.url, topology=str(path), service="svc-a")
+
+    async def fails(topic: str, payload: EventPayload) -> None:
+        raise ValueError("always")
+
+    async def nothing(topic: str, payload: EventPayload) -> None:
+        pass
+
+    await bus.subscribe("job.created", fails)
+    await bus.subscribe("firm.*.synced", nothing)
+    await bus.start()
+    nc = await nats.connect(nats_server_each.url)
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(letters := await stream_messages(nc, "DLQ")) < 2:
+            assert asyncio.get_running_loop().time() < deadline, f"{len(letters)} dead letters"
+            await asyncio.sleep(0.1)
+    finally:
+        await bus.stop()
+        await nc.close()
+    assert sorted(m["headers"]["Natstopo-Reason"] for m in letters) == [
+        "handler-failed",
+        "not-json",
+    ]
+    for m in letters:
+        assert {k: m["headers"][k] for k in ("X/Trace", "A(b)", "k=v", "Plain")} == {
+            "X/Trace": "1",
+            "A(b)": "2",
+            "k=v": "3",
+            "Plain": "kept",
+        }
 
 
 async def test_stop_hands_back_nothing_so_a_restart_costs_no_delivery(

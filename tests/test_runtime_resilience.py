@@ -223,6 +223,42 @@ async def test_publish_gives_up_with_false_when_nothing_stores_it(
     await bus.stop()
 
 
+@pytest.mark.parametrize("answer", [b"ok", b"not json at all", b'{"error": "nope"}', b"[1]"])
+async def test_an_answer_that_is_not_a_streams_is_not_taken_as_stored(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: bytes
+) -> None:
+    path = write_topology(tmp_path)
+    nc = await nats.connect(nats_server.url)
+
+    async def respond(msg: nats.aio.msg.Msg) -> None:
+        await msg.respond(answer)
+
+    await nc.subscribe("jobs.job.created", cb=respond)  # a core NATS service, no stream
+    await nc.flush()
+    bus = NATSEventBus(
+        nats_server.url,
+        topology=str(path),
+        service="svc-a",
+        startup_check="off",
+        publish_timeout=0.3,
+        publish_retry_for=1.5,
+    )
+    await bus.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="bus_runtime.bus"):
+            assert await asyncio.wait_for(bus.publish("job.created", job(1)), 30) is False
+        warned = [r for r in caplog.records if "not a JetStream stream" in r.getMessage()]
+        assert len(warned) == 1  # once per subject, however many sends
+        # with the stream provisioned beside the responder, the stream's PubAck decides
+        await provision_url(nats_server.url, path)
+        assert await asyncio.wait_for(bus.publish("job.created", job(2)), 30) is True
+        stored = await stream_messages(nc, "JOBS")
+        assert [json.loads(m["data"])["data"]["n"] for m in stored] == [2]
+    finally:
+        await bus.stop()
+        await nc.close()
+
+
 async def test_startup_check_refuses_differences_and_auto_provision_applies(
     nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

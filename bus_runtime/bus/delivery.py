@@ -35,10 +35,18 @@ DLQ_HEADERS = (
 _MAX_ERROR_HEADER = 1024
 
 
+_CONTROLS = {c: " " for c in (*range(32), 127)}
+
+
 def header_safe(text: str, limit: int = _MAX_ERROR_HEADER) -> str:
-    """A header value: one line, at most `limit` characters."""
-    one_line = " ".join(text.split())
-    return one_line if len(one_line) <= limit else one_line[: limit - 3] + "..."
+    """A header value: one line of printable text (control characters are spaces, runs of
+    white space one), at most `limit` bytes of UTF-8 (cut at a character, `...` marking
+    the cut)."""
+    one_line = " ".join(text.translate(_CONTROLS).split())
+    raw = one_line.encode("utf-8", "replace")  # a lone surrogate (`\udcff`) is a `?`
+    if len(raw) <= limit:
+        return raw.decode()
+    return raw[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
 def dead_letter_headers(

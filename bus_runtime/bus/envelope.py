@@ -147,9 +147,10 @@ _encode_str = json.encoder.encode_basestring  # the C escaper json.dumps uses
 # orjson (the `fast` extra), when installed, encodes `data` about 15x and decodes an
 # envelope about 4x faster than the stdlib. It must not change what is accepted: it
 # writes NaN as null and encodes UUIDs, enums, datetimes and dataclasses that the stdlib
-# refuses. So it encodes only data made of plain JSON types (str, int, bool, None, finite
-# floats, lists, tuples and dicts of them; anything else takes the stdlib, which then
-# encodes or refuses as always), and any value orjson itself refuses (non-string keys,
+# refuses. So it encodes only data made of plain JSON types (str, int, bool, None, floats
+# of 1e-4 to 1e16 in size or 0: outside, the two write exponents differently; lists,
+# tuples and dicts of them; anything else takes the stdlib, which then encodes or
+# refuses as always), and any value orjson itself refuses (non-string keys,
 # integers over 64 bits, lone surrogates) goes to the stdlib too. On decoding, orjson is
 # the stricter parser (only UTF-8, no NaN literals, no lone surrogates): whatever it
 # refuses, and every envelope holding a float (orjson reads an integer beyond 64 bits as
@@ -158,7 +159,7 @@ try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - the runtime's three dependencies alone
     _orjson = None  # type: ignore[assignment]
-_INF = float("inf")
+_SMALL, _BIG = 1e-4, 1e16  # the floats both write alike (as repr: no exponent)
 
 
 def _plain(obj: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int = 0) -> bool:
@@ -176,7 +177,9 @@ def _plain(obj: dict[Any, Any] | list[Any] | tuple[Any, ...], depth: int = 0) ->
         if t is str or t is int or t is bool or v is None:
             continue
         if t is float:
-            if not -_INF < v < _INF:  # NaN and the infinities
+            # NaN and the infinities; and below 1e-4 or from 1e16 on, where the stdlib
+            # writes an exponent (`1e-07`) and orjson may not (`1e-7`, `0.000015...`)
+            if not (_SMALL <= v < _BIG or -_BIG < v <= -_SMALL or v == 0.0):
                 return False
         elif t is dict or t is list or t is tuple:
             if depth >= 64 or not _plain(v, depth + 1):

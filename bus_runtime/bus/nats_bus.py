@@ -65,7 +65,8 @@ from .options import (
     topology_argument,
     unknown_arguments,
 )
-from .publisher import Publisher
+from .outbox import received_header_block
+from .publisher import PublishBatch, Publisher
 from .pull_consumer import ConsumerRunner
 
 DEFAULT_SERVERS = "nats://localhost:4222"
@@ -117,6 +118,27 @@ def _check_connect_options(options: dict[str, Any]) -> None:
 # A pull request's lifetime bound: under the server's default response threshold (2 min) of
 # the service account's MSG.NEXT import (docs/security.md), with room to spare.
 MAX_PULL_EXPIRES = 60.0
+# publish_many hands its buffered messages to the socket every this many (~110 KB of the
+# usual envelope), instead of only when the window fills.
+_PUSH_EVERY = 256
+
+
+def _abandon(nc: Client) -> None:
+    """What a close that did not finish leaves behind (its socket would not take the last
+    buffered bytes within the bound: a dead server): nats-py cancels the subscriptions'
+    tasks and drops the socket only after that write, so they would wait forever and be
+    destroyed pending once the connection is garbage. Cancel and drop them here."""
+    subs = getattr(nc, "_subs", None)
+    for sub in list(subs.values()) if isinstance(subs, dict) else ():
+        task = getattr(sub, "_wait_for_msgs_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+    if isinstance(subs, dict):
+        subs.clear()
+    transport = getattr(nc, "_transport", None)
+    if transport is not None:  # closing it twice is harmless
+        with contextlib.suppress(Exception):
+            transport.close()
 
 
 class NATSEventBus:
@@ -487,6 +509,7 @@ class NATSEventBus:
         if not nc.is_closed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.close(), 5.0)
+        _abandon(nc)
 
     async def __aenter__(self) -> NATSEventBus:
         await self.start()
@@ -578,10 +601,11 @@ class NATSEventBus:
             topic, payload, tokens if type(tokens) is tuple else tokens_argument(tokens)
         )
         publisher = self._require_started()
-        future = publisher.send_nowait(topic, subject, body, headers)
-        if future is None:
-            future = await publisher.send(topic, subject, body, headers, checked=True)
-        return await future
+        p = publisher.send_nowait(topic, subject, body, headers)
+        if p is None:
+            p = await publisher.send(topic, subject, body, headers, checked=True)
+        assert p.future is not None  # made without a batch
+        return await p.future
 
     async def publish_many(
         self, topic: str, payloads: Iterable[EventPayload], *, tokens: Sequence[str] = ()
@@ -593,21 +617,26 @@ class NATSEventBus:
         tok = tokens_argument(tokens)
         prepared = [self.binding.prepare(topic, p, tok) for p in payloads]
         publisher = self._require_started()
-        futures = []
+        batch = PublishBatch(asyncio.get_running_loop(), len(prepared))
         send_nowait = publisher.send_nowait
-        for _t, s, b, h in prepared:
-            f = send_nowait(topic, s, b, h)
-            futures.append(
-                f if f is not None else await publisher.send(topic, s, b, h, checked=True)
-            )
-        return [await f for f in futures]
+        for i, (_t, s, b, h) in enumerate(prepared):
+            if send_nowait(topic, s, b, h, batch, i) is None:
+                await publisher.send(topic, s, b, h, checked=True, batch=batch, index=i)
+            if not (i + 1) % _PUSH_EVERY:
+                # on the wire now, so the server stores these while the rest is buffered
+                # (this loop yields only when the window is full: thousands of messages)
+                publisher.push()
+        return await batch.future
 
     async def publish_raw(
         self, label: str, subject: str, body: bytes, headers: dict[str, str]
     ) -> bool:
         """Publish bytes as they are (dead letters): retries as `publish`, no checks."""
         publisher = self._require_started()
-        return await (await publisher.send(label, subject, body, headers))
+        hdr, sendable = received_header_block(headers)
+        p = await publisher.send(label, subject, body, sendable, hdr=hdr)
+        assert p.future is not None  # made without a batch
+        return await p.future
 
     # -- consuming
     async def subscribe(self, topic: str, handler: Handler | ContextHandler) -> None:

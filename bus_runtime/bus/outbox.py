@@ -65,6 +65,37 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     return ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
+# What nats-py's publish accepts as a header name (RFC 7230 token characters).
+_NATS_PY_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What a header line can carry as a name: printable ASCII without the colon (the server
+# stores and delivers such names, and nats-py's reader keeps them).
+_WIRE_HEADER_KEY = re.compile(r"[!-9;-~]+")
+_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def received_header_block(headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The header block of headers as a message was delivered with them (a dead letter's
+    copy of the original's), and the ones nats-py's own publish would send.
+
+    A name nats-py's publish refuses (`X/Trace`, `A(b)`: a Go client or the server sends
+    them) would make the dead letter unsendable, so the block is written here, as the
+    message came: names as read, values stripped and without line breaks (as nats-py
+    writes them). The dict leaves out what nats-py refuses: it is what a send through
+    nats-py's own publish (not the plain case) carries.
+    """
+    lines = []
+    sendable: dict[str, str] = {}
+    for key, value in headers.items():
+        k = key.strip()
+        if not _WIRE_HEADER_KEY.fullmatch(k):
+            continue  # cannot be a header line's name (no reader makes such a key)
+        v = value.strip().translate(_VALUE_NEWLINES)
+        lines.append(f"{k}: {v}\r\n")
+        if _NATS_PY_HEADER_KEY.fullmatch(k):
+            sendable[k] = v
+    return ("NATS/1.0\r\n" + "".join(lines) + "\r\n").encode("utf-8", "replace"), sendable
+
+
 class Outbox:
     """Writes of the plain case straight into one nats-py connection's buffer."""
 
@@ -173,12 +204,17 @@ class DirectDelivery(asyncio.Queue):  # type: ignore[type-arg]
     """
 
     def __init__(
-        self, sub: Any, handler: Callable[[Any], None], on_error: Callable[[Any, Exception], None]
+        self,
+        sub: Any,
+        handler: Callable[[Any], None],
+        on_error: Callable[[Any, Exception], None],
+        raw: Callable[[bytes, bytes], None] | None = None,
     ) -> None:
         super().__init__()
         self._sub = sub
         self._handler = handler
         self._on_error = on_error
+        self.raw = raw  # (subject, data) of a message without headers, no Msg built
 
     def put_nowait(self, item: Any) -> None:
         self._sub._pending_size -= len(item.data)  # as the subscription's task does
@@ -190,12 +226,26 @@ class DirectDelivery(asyncio.Queue):  # type: ignore[type-arg]
         except Exception as exc:
             self._on_error(item, exc)
 
+    def take_raw(self, sid: int, subject: bytes, data: bytes) -> None:
+        try:
+            self.raw(subject, data)  # type: ignore[misc]
+        except Exception as exc:
+            self._on_error(self._sub._conn._build_message(sid, subject, b"", data, None), exc)
+
 
 def deliver_directly(
-    sub: Any, handler: Callable[[Any], None], on_error: Callable[[Any, Exception], None]
+    sub: Any,
+    handler: Callable[[Any], None],
+    on_error: Callable[[Any, Exception], None],
+    raw: Callable[[bytes, bytes], None] | None = None,
 ) -> bool:
     """Make `sub` (a nats-py Subscription) hand its messages to `handler` at once; False
-    (nothing changed) when the subscription is not what this nats-py version is known to be."""
+    (nothing changed) when the subscription is not what this nats-py version is known to be.
+
+    `raw(subject, data)`, when given, takes instead of `handler` the messages without
+    headers and without a reply that the bus's reader takes (no `Msg` is built for them:
+    the publisher's PubAcks); `handler` still gets every other message.
+    """
     queue = getattr(sub, "_pending_queue", None)
     if (
         not _KNOWN_CLIENT
@@ -204,7 +254,7 @@ def deliver_directly(
         or queue.qsize()
     ):
         return False
-    direct = DirectDelivery(sub, handler, on_error)
+    direct = DirectDelivery(sub, handler, on_error, raw)
     sub._pending_queue = direct
     reader = _DirectReader.of(sub._conn)
     if reader is not None:
@@ -350,6 +400,9 @@ class _DirectReader:
         sub._received += 1
         if sub._max_msgs > 0 and sub._received >= sub._max_msgs:
             nc._subs.pop(sid, None)
+        if headers is None and not reply and direct.raw is not None:
+            direct.take_raw(sid, subject, data)
+            return True
         msg = nc._build_message(
             sid, subject, reply, data, parse_headers(headers) if headers else None
         )

@@ -37,29 +37,61 @@ from .outbox import Outbox, deliver_directly, header_block
 NO_RESPONDER_WARNING_AFTER = 2.0
 
 
+class PublishBatch:
+    """The results of many publishes (`publish_many`) in one future, instead of a future
+    per message: it resolves to their list, in order, once every one is finished, or
+    raises the first refusal's error."""
+
+    __slots__ = ("future", "left", "results")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.future: asyncio.Future[list[bool]] = loop.create_future()
+        self.results = [False] * size
+        self.left = size
+        if not size:
+            self.future.set_result([])
+
+    def finish(self, index: int, ok: bool) -> None:
+        self.results[index] = ok
+        self.left -= 1
+        if not self.left and not self.future.done():
+            self.future.set_result(self.results)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 class PendingPublish:
     __slots__ = (
         "attempts",
+        "batch",
         "body",
         "first_sent",
         "future",
         "hdr",
         "headers",
+        "index",
         "label",
+        "sent_at",
         "subject",
         "token",
     )
 
     def __init__(
         self,
-        future: asyncio.Future[bool],
+        future: asyncio.Future[bool] | None,
         label: str,
         subject: str,
         body: bytes,
         headers: dict[str, str],
         hdr: bytes | None,
+        batch: PublishBatch | None = None,
+        index: int = 0,
     ) -> None:
-        self.future = future
+        self.future = future  # None: the result goes to `batch`
+        self.batch = batch
+        self.index = index
         self.label = label
         self.subject = subject
         self.body = body
@@ -67,7 +99,20 @@ class PendingPublish:
         self.hdr = hdr  # the header block, when the bus built and checked the headers
         self.attempts = 0
         self.first_sent = 0.0
+        self.sent_at = 0.0  # of the attempt sent as `token`
         self.token = ""
+
+    def result(self, ok: bool) -> None:
+        if self.batch is not None:
+            self.batch.finish(self.index, ok)
+        elif not self.future.done():  # type: ignore[union-attr]  # done: cancelled meanwhile
+            self.future.set_result(ok)  # type: ignore[union-attr]
+
+    def fail(self, error: BaseException) -> None:
+        if self.batch is not None:
+            self.batch.fail(error)
+        elif not self.future.done():  # type: ignore[union-attr]
+            self.future.set_exception(error)  # type: ignore[union-attr]
 
 
 class Publisher:
@@ -88,7 +133,9 @@ class Publisher:
         self._max_in_flight = max_in_flight
         self._metrics = metrics
         self._pending: dict[str, PendingPublish] = {}
-        self._sent: deque[tuple[float, str, PendingPublish]] = deque()
+        # the tokens of sends in the order sent (the time is the PendingPublish's `sent_at`
+        # while it is pending under that token): no tuple per send for the collector
+        self._sent: deque[str] = deque()
         self._in_flight = 0
         self._window_waiters: deque[asyncio.Future[None]] = deque()
         self._idle: asyncio.Event = asyncio.Event()
@@ -104,25 +151,37 @@ class Publisher:
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._outbox = Outbox(nc)
         self._unanswered: set[str] = set()  # subjects warned of (no responder for a while)
+        self._foreign_warned: set[str] = set()  # subjects a core responder answered on
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
         self._plen = len(self._prefix)
         sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
         # The handler never waits: PubAcks go to it inside nats-py's read loop.
-        deliver_directly(sub, self._handle_reply, self._reply_failed)
+        deliver_directly(sub, self._handle_reply, self._reply_failed, self._handle_ack)
         self._sweeper = self._loop.create_task(self._sweep())
+
+    def push(self) -> None:
+        """Hand what is buffered to the socket now (see `Outbox.write_now`)."""
+        self._outbox.write_now()
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
     def send_nowait(
-        self, label: str, subject: str, body: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[bool] | None:
+        self,
+        label: str,
+        subject: str,
+        body: bytes,
+        headers: dict[str, str],
+        batch: PublishBatch | None = None,
+        index: int = 0,
+    ) -> PendingPublish | None:
         """`send` of headers the bus built and checked, when the window has room and the
         outbox can write it at once; None when `send` is needed (it waits, or nats-py's own
-        publish raises or buffers)."""
+        publish raises or buffers). With `batch`, the result goes to its place `index`
+        (the PendingPublish has no future)."""
         if self._refusing or self._in_flight >= self._max_in_flight or self._window_waiters:
             return None
         self._seq += 1
@@ -133,13 +192,22 @@ class Publisher:
             return None
         self._in_flight += 1
         self._idle.clear()
-        p = PendingPublish(self._loop.create_future(), label, subject, body, headers, hdr)
+        p = PendingPublish(
+            None if batch is not None else self._loop.create_future(),
+            label,
+            subject,
+            body,
+            headers,
+            hdr,
+            batch,
+            index,
+        )
         p.token = token
         p.attempts = 1
-        p.first_sent = now = time.monotonic()
+        p.first_sent = p.sent_at = time.monotonic()
         self._pending[token] = p
-        self._sent.append((now, token, p))
-        return p.future
+        self._sent.append(token)
+        return p
 
     async def send(
         self,
@@ -149,10 +217,16 @@ class Publisher:
         headers: dict[str, str],
         *,
         checked: bool = False,
-    ) -> asyncio.Future[bool]:
-        """Send one message; the future resolves True on acknowledgement, False on giving up.
+        hdr: bytes | None = None,
+        batch: PublishBatch | None = None,
+        index: int = 0,
+    ) -> PendingPublish:
+        """Send one message; its future (or its place in `batch`) resolves True on
+        acknowledgement, False on giving up.
 
-        `checked`: the bus built the headers itself (see `outbox.header_block`).
+        `checked`: the bus built the headers itself (see `outbox.header_block`). `hdr`: the
+        header block to write (`outbox.received_header_block`), `headers` being what goes
+        through nats-py's publish when the outbox cannot write it.
         """
         if self._refusing:
             raise BusClosedError("the bus is stopping: publishing is closed")
@@ -165,26 +239,28 @@ class Publisher:
         self._in_flight += 1
         self._idle.clear()
         p = PendingPublish(
-            self._loop.create_future(),
+            None if batch is not None else self._loop.create_future(),
             label,
             subject,
             body,
             headers,
-            header_block(headers) if checked else None,
+            hdr if hdr is not None else header_block(headers) if checked else None,
+            batch,
+            index,
         )
         await self._send(p)
-        return p.future
+        return p
 
     async def _send(self, p: PendingPublish) -> None:
         self._seq += 1
         token = str(self._seq)
         p.token = token
         p.attempts += 1
-        now = time.monotonic()
+        p.sent_at = now = time.monotonic()
         if p.attempts == 1:
             p.first_sent = now
         self._pending[token] = p
-        self._sent.append((now, token, p))
+        self._sent.append(token)
         if p.hdr is not None and self._outbox.hpub(p.subject, self._prefix + token, p.hdr, p.body):
             return
         try:
@@ -217,6 +293,17 @@ class Publisher:
             exc_info=exc,
         )
 
+    def _handle_ack(self, subject: bytes, data: bytes) -> None:
+        """`_handle_reply` of a message without headers (a PubAck or an API error), from
+        the bus's reader: its subject as read, no `Msg` built."""
+        p = self._pending.pop(subject[self._plen :].decode(), None)
+        if p is None:
+            return  # the answer to a send that already timed out and was sent again
+        if not data:
+            self._retry(p, "an empty answer without a status")
+            return
+        self._answered(p, data)
+
     def _handle_reply(self, msg: Msg) -> None:
         p = self._pending.pop(msg.subject[self._plen :], None)
         if p is None:
@@ -226,8 +313,12 @@ class Publisher:
             status = msg.headers.get("Status") if msg.headers else None
             self._retry(p, "no responders" if status == "503" else f"status {status}")
             return
-        if b'"error"' not in data:
-            # a PubAck ({"stream":..,"seq":..[,"duplicate":true]}): stored, or stored before
+        self._answered(p, data)
+
+    def _answered(self, p: PendingPublish, data: bytes) -> None:
+        if data.startswith(b'{"stream":') and b'"error"' not in data:
+            # a PubAck ({"stream":..,"seq":..[,"duplicate":true]}, every server version
+            # measured): stored, or stored before
             self._finish(p, True, None)
             if self._debug:
                 self._log_ack(p, data)
@@ -235,15 +326,37 @@ class Publisher:
         try:
             resp = json.loads(data)
         except ValueError:
-            self._finish(p, False, f"unreadable acknowledgement {data[:100]!r}")
-            return
-        err = resp.get("error")
-        if err is None:
-            self._finish(p, True, None)
-        elif err.get("code") == 503 and not _stream_full(err):
-            self._retry(p, f"{err.get('description')} (err_code {err.get('err_code')})")
-        else:
-            self._finish(p, False, f"{err.get('description')} (err_code {err.get('err_code')})")
+            resp = None
+        if type(resp) is dict:
+            err = resp.get("error")
+            if type(err) is dict:
+                reason = f"{err.get('description')} (err_code {err.get('err_code')})"
+                if err.get("code") == 503 and not _stream_full(err):
+                    self._retry(p, reason)
+                else:
+                    self._finish(p, False, reason)
+                return
+            if err is None and type(resp.get("stream")) is str and type(resp.get("seq")) is int:
+                self._finish(p, True, None)
+                return
+        self._foreign(p, data)
+
+    def _foreign(self, p: PendingPublish, data: bytes) -> None:
+        """An answer that is not a stream's: a core NATS responder on the subject. Not an
+        acknowledgement: the publish waits on for the stream's (a stream may share the
+        subject), and is sent again or gives up as one that got no answer."""
+        self._pending[p.token] = p  # still listening on the same reply subject
+        if p.subject not in self._foreign_warned:
+            self._foreign_warned.add(p.subject)
+            logger.warning(
+                "publish to %s: answered by a responder that is not a JetStream stream "
+                "(%r): not taken as stored; waiting for the stream's acknowledgement",
+                p.subject,
+                bytes(data[:100]),
+                extra=log_fields(
+                    subject=p.subject, topic=p.label, event_id=p.headers.get(MSG_ID_HEADER)
+                ),
+            )
 
     def _log_ack(self, p: PendingPublish, data: bytes) -> None:
         ack = json.loads(data)
@@ -311,8 +424,7 @@ class Publisher:
         if p.token == "":
             return  # finished before
         p.token = ""
-        if not p.future.done():  # done: the publishing task was cancelled meanwhile
-            p.future.set_result(ok)
+        p.result(ok)
         self._in_flight -= 1
         while self._window_waiters and self._in_flight < self._max_in_flight:
             w = self._window_waiters.popleft()
@@ -341,8 +453,7 @@ class Publisher:
         refused = [(t, p) for t, p in self._pending.items() if p.subject.lower() == wanted]
         for token, p in refused:
             del self._pending[token]
-            if not p.future.done():
-                p.future.set_exception(error)
+            p.fail(error)
             self._finish(p, False, str(error))
         return len(refused)
 
@@ -350,17 +461,21 @@ class Publisher:
         """Time out sends whose acknowledgement did not come within `timeout`."""
         interval = min(0.1, self._timeout / 4)
         sent = self._sent
+        pending = self._pending
         while True:
             await asyncio.sleep(interval)
             limit = time.monotonic() - self._timeout
-            while sent and sent[0][0] <= limit:
-                _, token, p = sent.popleft()
-                if self._pending.get(token) is p:
-                    del self._pending[token]
-                    self._retry(p, f"no acknowledgement in {self._timeout}s")
-            # entries of answered sends are dropped as they reach the front
-            while sent and sent[0][1] not in self._pending:
+            while sent:
+                token = sent[0]
+                p = pending.get(token)
+                if p is None:  # answered (or sent again under another token)
+                    sent.popleft()
+                    continue
+                if p.sent_at > limit:
+                    break
                 sent.popleft()
+                del pending[token]
+                self._retry(p, f"no acknowledgement in {self._timeout}s")
 
     async def close(self, grace: float) -> None:
         """Take no new publish; wait for in-flight ones (at most `grace` s); fail what is left.
@@ -380,6 +495,12 @@ class Publisher:
         for p in list(self._pending.values()):
             self._finish(p, False, "the bus stopped before an acknowledgement came")
         self._pending.clear()
+        # a resend still inside nats-py's publish (waiting for a forced flush that a closing
+        # connection never does) would be left pending when the loop ends
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
