@@ -440,3 +440,27 @@ def _new_cluster(
             )
         )
     return NatsCluster(nodes)
+
+
+def make_test_pki(folder: Path) -> None:
+    """A CA and a server and a client certificate for 127.0.0.1, valid for a day, in
+    `folder` (ca.pem, server.pem/.key, client.pem/.key), made with the openssl command."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem",
+    )  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for who in ("server", "client"):
+        openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}",
+            "-keyout", f"{who}.key", "-out", f"{who}.csr",
+        )  # fmt: skip
+        openssl(
+            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", f"{who}.pem",
+        )  # fmt: skip

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import NatsServer, available_servers
+from harness import NatsServer, available_servers, make_test_pki
 from reconcile_helpers import SHIPPED
 
 from bus_runtime.cli.main import main
@@ -92,28 +92,10 @@ def test_silent_server_times_out_with_one_line(capsys: pytest.CaptureFixture[str
     )
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_mutual_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tmp_path / "pki"
-    d.mkdir()
-    _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.pem", cwd=d,
-    )  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for who in ("server", "client"):
-        _openssl(
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}",
-            "-keyout", f"{who}.key", "-out", f"{who}.csr", cwd=d,
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", f"{who}.pem", cwd=d,
-        )  # fmt: skip
+    make_test_pki(d)
     conf = (
         f'tls {{ cert_file: "{d}/server.pem", key_file: "{d}/server.key", '
         f'ca_file: "{d}/ca.pem", verify: true }}'
