@@ -203,18 +203,23 @@ async def test_long_handler_kept_alive_with_in_progress(
     await bus.stop()
 
 
-async def test_publish_gives_up_with_false_when_nothing_stores_it(
-    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = write_topology(tmp_path)  # not provisioned: no stream answers
-    bus = NATSEventBus(
-        nats_server.url,
+def _impatient_bus(url: str, path: Path) -> NATSEventBus:
+    """A bus of svc-a that gives a publish up after 1.5 s (each send waits 0.3 s)."""
+    return NATSEventBus(
+        url,
         topology=str(path),
         service="svc-a",
         startup_check="off",
         publish_timeout=0.3,
         publish_retry_for=1.5,
     )
+
+
+async def test_publish_gives_up_with_false_when_nothing_stores_it(
+    nats_server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_topology(tmp_path)  # not provisioned: no stream answers
+    bus = _impatient_bus(nats_server.url, path)
     await bus.start()
     with caplog.at_level(logging.ERROR, logger="bus_runtime.bus"):
         p = job(1)
@@ -235,14 +240,7 @@ async def test_an_answer_that_is_not_a_streams_is_not_taken_as_stored(
 
     await nc.subscribe("jobs.job.created", cb=respond)  # a core NATS service, no stream
     await nc.flush()
-    bus = NATSEventBus(
-        nats_server.url,
-        topology=str(path),
-        service="svc-a",
-        startup_check="off",
-        publish_timeout=0.3,
-        publish_retry_for=1.5,
-    )
+    bus = _impatient_bus(nats_server.url, path)
     await bus.start()
     try:
         with caplog.at_level(logging.WARNING, logger="bus_runtime.bus"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import nats
 import pytest
 from harness import NatsServer, available_servers, make_test_pki
-from test_runtime_support import provision, stream_messages, write_topology
+from test_runtime_support import eventually, provision, stream_messages, write_topology
 
 from bus_runtime import EventPayload, NATSEventBus, load_topology
 from bus_runtime.jetstream.connect import ConnectOptions
@@ -77,10 +77,7 @@ async def test_publish_and_consume_over_mutual_tls(tls_server: NatsServer, tmp_p
         n = 3000
         payloads = [EventPayload({"n": i}, actor="svc-a", tenant_id="t") for i in range(n)]
         assert await asyncio.wait_for(bus.publish_many("job.created", payloads), 60) == [True] * n
-        deadline = asyncio.get_running_loop().time() + 60
-        while len(handled) < n:
-            assert asyncio.get_running_loop().time() < deadline, f"{len(handled)} of {n} handled"
-            await asyncio.sleep(0.05)
+        await eventually(lambda: len(handled) == n, within=60, what=f"{n} handled")
     finally:
         await bus.stop()
     stored = await stream_messages(nc, "JOBS")

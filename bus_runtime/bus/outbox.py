@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import nats.aio.client as _client_module
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.transport import TcpTransport
@@ -65,12 +66,17 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     return ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
-# What nats-py's publish accepts as a header name (RFC 7230 token characters).
-_NATS_PY_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What nats-py's publish accepts as a header name, and how it cleans a value: its own
+# rules (nats-py 2.16; the same written out for a release without them).
+_NATS_PY_HEADER_KEY: re.Pattern[str] = getattr(
+    _client_module, "_HEADER_KEY_RE", re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+)
+_VALUE_NEWLINES: dict[int, str] = getattr(
+    _client_module, "_HEADER_VALUE_NEWLINES", str.maketrans({"\r": " ", "\n": " "})
+)
 # What a header line can carry as a name: printable ASCII without the colon (the server
 # stores and delivers such names, and nats-py's reader keeps them).
 _WIRE_HEADER_KEY = re.compile(r"[!-9;-~]+")
-_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 
 
 def received_header_block(headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:

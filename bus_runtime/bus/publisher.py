@@ -80,7 +80,7 @@ class PendingPublish:
 
     def __init__(
         self,
-        future: asyncio.Future[bool] | None,
+        loop: asyncio.AbstractEventLoop,
         label: str,
         subject: str,
         body: bytes,
@@ -89,7 +89,10 @@ class PendingPublish:
         batch: PublishBatch | None = None,
         index: int = 0,
     ) -> None:
-        self.future = future  # None: the result goes to `batch`
+        # None: the result goes to `batch`
+        self.future: asyncio.Future[bool] | None = (
+            None if batch is not None else loop.create_future()
+        )
         self.batch = batch
         self.index = index
         self.label = label
@@ -192,21 +195,8 @@ class Publisher:
             return None
         self._in_flight += 1
         self._idle.clear()
-        p = PendingPublish(
-            None if batch is not None else self._loop.create_future(),
-            label,
-            subject,
-            body,
-            headers,
-            hdr,
-            batch,
-            index,
-        )
-        p.token = token
-        p.attempts = 1
-        p.first_sent = p.sent_at = time.monotonic()
-        self._pending[token] = p
-        self._sent.append(token)
+        p = PendingPublish(self._loop, label, subject, body, headers, hdr, batch, index)
+        self._track(p, token)
         return p
 
     async def send(
@@ -238,22 +228,14 @@ class Publisher:
                 raise BusClosedError("the bus stopped while this publish waited for the window")
         self._in_flight += 1
         self._idle.clear()
-        p = PendingPublish(
-            None if batch is not None else self._loop.create_future(),
-            label,
-            subject,
-            body,
-            headers,
-            hdr if hdr is not None else header_block(headers) if checked else None,
-            batch,
-            index,
-        )
+        if hdr is None and checked:
+            hdr = header_block(headers)
+        p = PendingPublish(self._loop, label, subject, body, headers, hdr, batch, index)
         await self._send(p)
         return p
 
-    async def _send(self, p: PendingPublish) -> None:
-        self._seq += 1
-        token = str(self._seq)
+    def _track(self, p: PendingPublish, token: str) -> None:
+        """`p` is sent (again) as `token`: awaited under it, timed out by the sweeper."""
         p.token = token
         p.attempts += 1
         p.sent_at = now = time.monotonic()
@@ -261,6 +243,11 @@ class Publisher:
             p.first_sent = now
         self._pending[token] = p
         self._sent.append(token)
+
+    async def _send(self, p: PendingPublish) -> None:
+        self._seq += 1
+        token = str(self._seq)
+        self._track(p, token)
         if p.hdr is not None and self._outbox.hpub(p.subject, self._prefix + token, p.hdr, p.body):
             return
         try:
