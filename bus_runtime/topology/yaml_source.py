@@ -169,9 +169,11 @@ class Locations:
                 return found
         return self.of_value(p)
 
-    def error(self, path: Path, message: str, *, at_key: bool = False) -> TopologyError:
+    def error(
+        self, path: Path, message: str, *, at_key: bool = False, severity: str = "error"
+    ) -> TopologyError:
         line, col = self.of_key(path) if at_key else self.of_value(path)
-        return TopologyError(self.file, line, col, dotted(path), message)
+        return TopologyError(self.file, line, col, dotted(path), message, severity)
 
 
 def dotted(path: Path) -> str:
