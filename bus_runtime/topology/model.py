@@ -82,27 +82,26 @@ DEFAULT_CONCURRENCY = 16
 DEFAULT_HANDLER_TIMEOUT = 5 * 60 * 1_000_000_000  # 5 minutes, in nanoseconds
 
 
-try:
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - without the `fast` extra
-    _orjson = None  # type: ignore[assignment]
-
-
 def _stdlib_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
 @cache
-def _orjson_agrees() -> bool:
-    """orjson writes every ASCII character but DEL, and 64-bit integers, as the stdlib."""
-    if _orjson is None:
-        return False
+def _orjson() -> Any:
+    """orjson (imported on first use: it costs more to import than loading a small
+    topology), when installed and it writes every ASCII character but DEL, and 64-bit
+    integers, as the stdlib; else None."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - without the `fast` extra
+        return None
     text = "".join(map(chr, range(127)))
     probe = {text: [text, 0, -(2**63), 2**64 - 1, True, False, None, {}, []], "a": {"b": 1}}
     try:
-        return bool(_orjson.dumps(probe, option=_orjson.OPT_SORT_KEYS) == _stdlib_json(probe))
+        agrees = orjson.dumps(probe, option=orjson.OPT_SORT_KEYS) == _stdlib_json(probe)
     except TypeError:
-        return False
+        agrees = False
+    return orjson if agrees else None
 
 
 def fingerprint_json(value: Any) -> bytes:
@@ -116,9 +115,10 @@ def fingerprint_json(value: Any) -> bytes:
     The model holds no floats (every number in it is an integer), which the two write
     differently.
     """
-    if _orjson_agrees():
+    orjson = _orjson()
+    if orjson is not None:
         try:
-            blob: bytes = _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
+            blob: bytes = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             pass
         else:
