@@ -42,7 +42,8 @@ class _Loader(_Base):  # type: ignore[valid-type,misc]
     # inherited): they would do nothing, at two Python calls per node. A dict's `get` and
     # a tuple's `__len__` take the same arguments, in C.
     yaml_path_resolvers: dict[Any, Any] = {}
-    descend_resolver = {}.get
+    _no_paths: dict[Any, Any] = {}
+    descend_resolver = _no_paths.get
     ascend_resolver = ().__len__
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
