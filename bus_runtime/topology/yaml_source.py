@@ -22,11 +22,13 @@ _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
 
 
-# The first characters of the plain scalars an implicit resolver may read as something
-# else than a string (`yes`, `1.5`, `~`, `<<`); a plain scalar starting otherwise is a
-# string (PyYAML's resolver looks up its candidates by the first character). None would
-# mean a resolver for any first character: then there is no shortcut.
-_RESOLVERS = _Base.yaml_implicit_resolvers
+# The safe loader's implicit resolvers (`yes` is a bool, `1.5` a float), copied: one that
+# a program adds to PyYAML's loaders later does not change how a topology reads.
+_RESOLVERS = {k: list(v) for k, v in _Base.yaml_implicit_resolvers.items()}
+# The first characters of the plain scalars one of them may read as something else than
+# a string (`yes`, `1.5`, `~`, `<<`): a plain scalar starting otherwise is a string
+# (PyYAML's resolver looks up its candidates by the first character). A None key would be
+# a resolver for any first character: then there is no shortcut.
 _MAYBE_NOT_STR = frozenset(k for k in _RESOLVERS if k) if None not in _RESOLVERS else None
 
 
@@ -34,6 +36,7 @@ class _Loader(_Base):  # type: ignore[valid-type,misc]
     """The safe loader with implicit-tag resolution memoised: topology files repeat
     the same scalars (`explicit`, `30s`, service names) thousands of times."""
 
+    yaml_implicit_resolvers = _RESOLVERS
     _resolved: dict[tuple[Any, str, Any], str] = {}
     _plain: dict[str, str] = {}  # plain scalars: the tag depends on the text alone
 
