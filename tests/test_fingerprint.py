@@ -7,6 +7,7 @@ the stdlib's sorted, compact, ASCII-only JSON, whichever encoder it used.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from bus_runtime.topology import model
 from bus_runtime.topology.loader import load_topology
+from bus_runtime.topology.model import Location as Loc
 from bus_runtime.topology.model import fingerprint_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,3 +75,26 @@ def test_the_model_holds_no_floats(env: str | None) -> None:
     topology = load_topology(SHIPPED, env)
     assert numbers_and_texts_only(topology.to_dict()) == []
     assert topology.fingerprint == hashlib.sha256(stdlib(topology.to_dict())).hexdigest()[:16]
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Name("a"), [Name("é")], {"k": Name("\x7f")}],
+)
+def test_a_subclass_of_str_is_written_as_the_stdlib_writes_it(value: Any) -> None:
+    assert fingerprint_json({"v": value}) == stdlib({"v": value})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [datetime.date(2026, 12, 1), datetime.datetime(2026, 12, 1, 12, 0), Loc("f", 1, 2)],
+)
+def test_what_the_stdlib_refuses_is_refused_with_orjson_too(value: Any) -> None:
+    with pytest.raises(TypeError):
+        stdlib({"v": value})
+    with pytest.raises(TypeError):
+        fingerprint_json({"v": value})

@@ -2202,3 +2202,19 @@ def test_a_resolver_added_to_pyyaml_later_does_not_change_a_topology() -> None:
             del base.yaml_implicit_resolvers
         else:
             base.yaml_implicit_resolvers = saved
+
+
+def test_a_lone_surrogate_in_a_description_is_no_traceback(tmp_path: Path) -> None:
+    # PyYAML without libyaml reads "\ud800" as a lone surrogate (libyaml refuses the
+    # file); the byte-length check must not raise on it.
+    import yaml
+
+    from bus_runtime.topology.checks import TopologyChecker
+    from bus_runtime.topology.yaml_source import Locations
+
+    text = 'version: 1\nname: t\nservices: {a: {}}\nstreams:\n  S:\n    description: "\\ud800"\n'
+    data = yaml.load(text, Loader=yaml.SafeLoader)  # the pure-Python loader
+    assert data["streams"]["S"]["description"] == "\ud800"
+    checker = TopologyChecker(data, Locations("t.yaml"), tmp_path)
+    checker.check_structure()  # raised UnicodeEncodeError
+    assert checker.errors == []  # 3 bytes (as surrogatepass counts it): within the limit

@@ -7,6 +7,11 @@ per (sub)schema that only answers "valid?". It must never accept what jsonschema
 refuse: where it is unsure (a keyword it does not know, an integer-valued float) it
 answers no or refuses to compile, and the caller runs jsonschema, which then decides and
 explains. So a gap here costs time, never a missed error (tests compare the two).
+
+Types are tested exactly (`type(v) is str`), as JSON decodes them; jsonschema tests
+`isinstance`. A value of a subclass (a str-valued Enum, an IntEnum, an OrderedDict, which
+an application may publish) is therefore answered no wherever a keyword would apply to
+it, never skipped as "not a string".
 """
 
 from __future__ import annotations
@@ -55,17 +60,19 @@ class _CheckWriter:
     def __init__(self, root: Any) -> None:
         self.root = root
         self.lines: list[str] = []
-        self.env: dict[str, Any] = {"_enum_ok": _enum_ok}
+        self.env: dict[str, Any] = {"_enum_ok": _enum_ok, "_PLAIN": _PLAIN}
         self.count = 0
         self.refs: dict[str, str] = {}
 
     def ref(self, ref: Any) -> str:
         """The function of a local `#/$defs/NAME` reference (written once, recursion-safe)."""
-        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+        # Only a name right under the root's $defs: a longer pointer (`#/$defs/a/properties/x`)
+        # or an escaped one (`~0`, `~1`, `%20`) is jsonschema's to resolve.
+        if not isinstance(ref, str) or _DEFS_REF.fullmatch(ref) is None:
             raise Unsupported(f"$ref {ref}")
         if ref not in self.refs:
             defs = self.root.get("$defs") if isinstance(self.root, Mapping) else None
-            target = defs.get(ref.rsplit("/", 1)[1]) if isinstance(defs, Mapping) else None
+            target = defs.get(ref[len("#/$defs/") :]) if isinstance(defs, Mapping) else None
             if target is None:
                 raise Unsupported(f"$ref {ref}")
             # Reserve the name first: functions are looked up when called, so a definition
@@ -113,12 +120,20 @@ class _CheckWriter:
             # The checks apply to strings only; with `type: string` the value is one here.
             ok = " and ".join(f"not ({c})" for c in str_checks)
             parts.append(
-                f"({ok})" if names == ["string"] else f"(type({var}) is not str or ({ok}))"
+                f"({ok})"
+                if names == ["string"]
+                else f"(not isinstance({var}, str) or (type({var}) is str and {ok}))"
             )
         num_checks = self._number_checks(schema, var)
         if num_checks:
             ok = " and ".join(f"not ({c})" for c in num_checks)
-            parts.append(f"(not (type({var}) is int or type({var}) is float) or ({ok}))")
+            exact = f"(type({var}) is int or type({var}) is float)"
+            parts.append(
+                f"({ok})"
+                if names and set(names) <= {"integer", "number"}
+                else f"(not isinstance({var}, (int, float)) or type({var}) is bool "
+                f"or ({exact} and {ok}))"
+            )
         return "(" + " and ".join(parts) + ")" if parts else "True"
 
     def _value_tests(self, schema: Mapping[str, Any], var: str) -> list[str]:
@@ -182,6 +197,15 @@ class _CheckWriter:
         for key in schema:
             if key not in _ANNOTATIONS and key not in _KNOWN:
                 raise Unsupported(key)
+        if "$id" in schema and schema is not self.root:
+            # Its `$ref`s resolve against its own `$id` (and $defs): jsonschema's to do.
+            raise Unsupported("$id in a subschema")
+        # A subclass of list or dict (an OrderedDict): answered no, as the keywords below
+        # that apply to arrays and objects test the exact types.
+        if any(k in schema for k in _ARRAY_KEYWORDS):
+            body.append("if type(v) is not list and isinstance(v, list): return False")
+        if any(k in schema for k in _OBJECT_KEYWORDS):
+            body.append("if type(v) is not dict and isinstance(v, dict): return False")
         if "$ref" in schema:
             body.append(f"if not {self.ref(schema['$ref'])}(v): return False")
         t = schema.get("type")
@@ -196,12 +220,15 @@ class _CheckWriter:
         # strings
         str_checks = self._string_checks(schema, "v")
         if str_checks:
-            body.append(f"if type(v) is str and ({' or '.join(str_checks)}): return False")
+            cond = " or ".join(str_checks)
+            body.append(f"if isinstance(v, str) and (type(v) is not str or {cond}): return False")
         # numbers
         num_checks = self._number_checks(schema, "v")
         if num_checks:
+            cond = " or ".join(num_checks)
             body.append(
-                f"if (type(v) is int or type(v) is float) and ({' or '.join(num_checks)}): return False"
+                "if isinstance(v, (int, float)) and type(v) is not bool and "
+                f"(not (type(v) is int or type(v) is float) or {cond}): return False"
             )
         # arrays
         if "minItems" in schema:
@@ -226,7 +253,10 @@ class _CheckWriter:
             body.append(f"        if not {item}: return False")
         # objects
         if "required" in schema:
-            req = self.const(frozenset(schema["required"]))
+            required = schema["required"]
+            if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+                raise Unsupported("required")
+            req = self.const(frozenset(required))
             body.append(f"if type(v) is dict and not {req} <= v.keys(): return False")
         for key in ("minProperties", "maxProperties"):
             if key in schema:
@@ -263,8 +293,10 @@ class _CheckWriter:
             # A false "no" inside `not` would be a false "yes": only exact keywords.
             if not _exact(schema["not"]):
                 raise Unsupported("not")
+            # And only over a value of the exact JSON types: for any other (a subclass) the
+            # negated check answers no, which `not` would turn into a yes.
             negated = self.function(schema["not"])
-            body.append(f"if {negated}(v): return False")
+            body.append(f"if type(v) not in _PLAIN or {negated}(v): return False")
         # Only keywords where a false "no" inside stays a "no" outside: no `oneOf`.
         for key in ("allOf", "anyOf"):
             if key in schema:
@@ -306,6 +338,18 @@ _KNOWN = frozenset(
         "propertyNames",
         "not",
     }
+)
+_DEFS_REF = re.compile(r"#/\$defs/[^/~%]+")
+# The types JSON decodes to, exactly.
+_PLAIN = frozenset({str, int, float, bool, type(None), list, dict})
+_ARRAY_KEYWORDS = ("minItems", "maxItems", "uniqueItems", "items")
+_OBJECT_KEYWORDS = (
+    "required",
+    "minProperties",
+    "maxProperties",
+    "properties",
+    "additionalProperties",
+    "propertyNames",
 )
 # The keywords of a leaf schema, whose test is written inline (`_CheckWriter.test`).
 _LEAF = frozenset(

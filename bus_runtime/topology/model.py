@@ -104,6 +104,21 @@ def _orjson() -> Any:
     return orjson if agrees else None
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not plain JSON: {type(value).__name__}")
+
+
+def _orjson_options(orjson: Any) -> int:
+    # Subclasses (a str-valued Enum), dataclasses and datetimes, which orjson would write
+    # and the stdlib writes otherwise or refuses, go to `_refuse`, then to the stdlib.
+    return int(
+        orjson.OPT_SORT_KEYS
+        | orjson.OPT_PASSTHROUGH_SUBCLASS
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+    )
+
+
 def fingerprint_json(value: Any) -> bytes:
     """The bytes a fingerprint hashes: the stdlib's JSON, keys sorted, compact, ASCII only.
 
@@ -113,12 +128,13 @@ def fingerprint_json(value: Any) -> bytes:
     without DEL (the stdlib escapes both as \\uXXXX, orjson does not), and values it
     refuses (lone surrogates, integers beyond 64 bits, non-string keys) take the stdlib.
     The model holds no floats (every number in it is an integer), which the two write
-    differently.
+    differently, nor UUIDs or Enums that are not strings (orjson writes them, the stdlib
+    refuses them).
     """
     orjson = _orjson()
     if orjson is not None:
         try:
-            blob: bytes = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            blob: bytes = orjson.dumps(value, default=_refuse, option=_orjson_options(orjson))
         except TypeError:
             pass
         else:
