@@ -7,6 +7,7 @@ reports all of them at once in a `TopologyValidationError`, sorted by line.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -55,6 +56,18 @@ class TopologyError(BusError):
             "message": self.message,
             "severity": self.severity,
         }
+
+
+# A TopologyError's fields in their order: what its generated `__eq__`, `__hash__` and
+# `__lt__` compare, as one tuple made in C (equal keys: equal errors).
+error_key = operator.attrgetter("file", "line", "column", "path", "message", "severity")
+
+
+def unique_sorted(errors: Iterable[TopologyError]) -> list[TopologyError]:
+    """Each distinct error once, sorted: `sorted(set(errors))`, without a Python-level hash
+    and comparison per error (a generated file has thousands of warnings)."""
+    by_fields = {error_key(e): e for e in errors}
+    return [by_fields[k] for k in sorted(by_fields)]
 
 
 class TopologyValidationError(BusError):

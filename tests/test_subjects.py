@@ -170,6 +170,23 @@ def test_index_overlapping_agrees_with_subjects_overlap(added: list[str], query:
     assert found == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), subjects), min_size=1, max_size=30))
+def test_index_agrees_with_subjects_overlap_between_adds(steps: list[tuple[bool, str]]) -> None:
+    # Queries between adds: literal and wildcard subjects are kept apart, the literals' trie
+    # made on the first wildcard query, so what is added after it must be found too.
+    index: SubjectIndex[int] = SubjectIndex()
+    added: list[str] = []
+    for is_query, subject in steps:
+        if is_query:
+            found = sorted(owner for _, owner in index.overlapping(subject))
+            expected = [i for i, s in enumerate(added) if subjects_overlap(subject, s)]
+            assert found == expected, (added, subject)
+        else:
+            index.add(subject, len(added))
+            added.append(subject)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(tokens.filter(lambda t: t != "*") | st.just("d"), min_size=1, max_size=4))
 def test_overlap_means_a_concrete_subject_matches_both(concrete_tokens: list[str]) -> None:

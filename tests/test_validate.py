@@ -15,6 +15,7 @@ import pytest
 
 from bus_runtime._errors import TopologyError, TopologyValidationError
 from bus_runtime.topology.loader import check_topology, load_topology
+from bus_runtime.topology.yaml_source import load_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "topology" / "topology.yaml"
@@ -2173,3 +2174,47 @@ def test_consumers_as_a_string_is_one_error_not_a_traceback(tmp_path: Path) -> N
         """,
     )
     assert one(errors, 9, 16, "streams.A.consumers") == "expected an object, got str ('other')"
+
+
+def test_a_resolver_added_to_pyyaml_later_does_not_change_a_topology() -> None:
+    # The loader keeps its own copy of the safe loader's implicit resolvers (and reads a
+    # plain scalar whose first character none of them takes as a string at once): a
+    # resolver that other code adds to PyYAML's loaders changes neither.
+    import re
+
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    saved = base.__dict__.get("yaml_implicit_resolvers")
+    null = "tag:yaml.org,2002:null"
+    try:
+        base.add_implicit_resolver(null, re.compile("^(?:nonesuch|shop)$"), list("ns"))
+        assert yaml.load("[nonesuch, shop]", Loader=base) == [None, None]  # PyYAML's changed
+        text = "version: 1\nname: nonesuch\nservices: {shop: {}}\nstreams: {}\n"
+        assert load_yaml(text, "t.yaml")[0] == {
+            "version": 1,
+            "name": "nonesuch",
+            "services": {"shop": {}},
+            "streams": {},
+        }
+    finally:
+        if saved is None:
+            del base.yaml_implicit_resolvers
+        else:
+            base.yaml_implicit_resolvers = saved
+
+
+def test_a_lone_surrogate_in_a_description_is_no_traceback(tmp_path: Path) -> None:
+    # PyYAML without libyaml reads "\ud800" as a lone surrogate (libyaml refuses the
+    # file); the byte-length check must not raise on it.
+    import yaml
+
+    from bus_runtime.topology.checks import TopologyChecker
+    from bus_runtime.topology.yaml_source import Locations
+
+    text = 'version: 1\nname: t\nservices: {a: {}}\nstreams:\n  S:\n    description: "\\ud800"\n'
+    data = yaml.load(text, Loader=yaml.SafeLoader)  # the pure-Python loader
+    assert data["streams"]["S"]["description"] == "\ud800"
+    checker = TopologyChecker(data, Locations("t.yaml"), tmp_path)
+    checker.check_structure()  # raised UnicodeEncodeError
+    assert checker.errors == []  # 3 bytes (as surrogatepass counts it): within the limit

@@ -7,6 +7,8 @@ a few hand-picked cases where Python's and JSON Schema's ideas of equality diffe
 
 from __future__ import annotations
 
+import enum
+from collections import OrderedDict
 from typing import Any
 
 import jsonschema
@@ -14,6 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bus_runtime._errors import PayloadValidationError
+from bus_runtime.bus.binding import PayloadSchema
 from bus_runtime.topology.json_schema_compiler import Unsupported, compile_check
 
 json_scalars = st.one_of(
@@ -148,3 +152,91 @@ def test_unknown_keywords_are_refused_not_ignored(schema: dict[str, Any]) -> Non
     # Ignoring a keyword would accept what it refuses: the caller falls back to jsonschema.
     with pytest.raises(Unsupported):
         compile_check(schema)
+
+
+# -- what jsonschema refuses is never a yes: references and Python subclasses -------------
+
+
+class Kind(str, enum.Enum):
+    LONG = "much-too-long"
+    SHORT = "p60"
+
+
+class Count(enum.IntEnum):
+    BIG = 7
+
+
+class Items(list[Any]):
+    pass
+
+
+class Name(str):
+    pass
+
+
+REFUSED = [
+    # a pointer deeper than `#/$defs/NAME`: it names the integer, not `$defs/x`
+    (
+        {
+            "$defs": {"x": {"type": "string"}, "a": {"properties": {"x": {"type": "integer"}}}},
+            "properties": {"v": {"$ref": "#/$defs/a/properties/x"}},
+        },
+        {"v": "s"},
+    ),
+    # JSON-pointer escapes: `~1` is `/`, `%20` a space
+    (
+        {
+            "$defs": {"a~1b": {"type": "string"}, "a/b": {"type": "integer"}},
+            "properties": {"v": {"$ref": "#/$defs/a~1b"}},
+        },
+        {"v": "s"},
+    ),
+    (
+        {
+            "$defs": {"a%20b": {"type": "string"}, "a b": {"type": "integer"}},
+            "properties": {"v": {"$ref": "#/$defs/a%20b"}},
+        },
+        {"v": "s"},
+    ),
+    # a `$ref` under a subschema's own `$id` resolves against that subschema
+    (
+        {
+            "$defs": {"p": {"type": "string"}},
+            "properties": {
+                "a": {
+                    "$id": "https://example.com/sub",
+                    "$defs": {"p": {"type": "integer"}},
+                    "$ref": "#/$defs/p",
+                }
+            },
+        },
+        {"a": "s"},
+    ),
+    # values of subclasses, which jsonschema checks as what they subclass
+    ({"properties": {"kind": {"maxLength": 5}}}, {"kind": Kind.LONG}),
+    ({"maxLength": 5}, Name("much-too-long")),
+    ({"properties": {"n": {"maximum": 5}}}, {"n": Count.BIG}),
+    ({"items": {"minimum": 10}}, [Count.BIG]),
+    ({"properties": {"o": {"required": ["id"]}}}, {"o": OrderedDict()}),
+    ({"properties": {"o": {"minProperties": 1}}}, {"o": OrderedDict()}),
+    ({"minItems": 2}, Items([1])),
+    ({"not": {"maxLength": 100}}, Kind.SHORT),
+    ({"propertyNames": {"maxLength": 3}}, {Kind.LONG: 1}),
+]
+
+
+@pytest.mark.parametrize(("schema", "doc"), REFUSED)
+def test_what_jsonschema_refuses_is_never_a_yes(schema: dict[str, Any], doc: Any) -> None:
+    assert not jsonschema.Draft202012Validator(schema).is_valid(doc)  # a real refusal
+    try:
+        check = compile_check(schema)
+    except Unsupported:
+        return  # jsonschema decides
+    assert check(doc) is False
+
+
+@pytest.mark.parametrize(("schema", "doc"), REFUSED)
+def test_a_publish_of_what_jsonschema_refuses_is_refused(schema: dict[str, Any], doc: Any) -> None:
+    # The runtime's path: the compiled check first, jsonschema for the refusal.
+    with pytest.raises(PayloadValidationError):
+        PayloadSchema("t", schema).validate(doc)

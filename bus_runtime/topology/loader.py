@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from difflib import get_close_matches
 from pathlib import Path
 
-from .._errors import TopologyError, TopologyValidationError
+from .._errors import TopologyError, TopologyValidationError, error_key, unique_sorted
 from .checks import TopologyChecker
 from .model import Topology
 from .schema import topology_schema
@@ -198,28 +198,30 @@ def _parse(
     else:
         topology = checker.build(environment)
         if all_environments and environment is None:
-            base = set(checker.errors)
-            base_warnings = set(checker.warnings)
+            base = set(map(error_key, checker.errors))
+            base_warnings = set(map(error_key, checker.warnings))
             for env in envs:
                 start, wstart = len(checker.errors), len(checker.warnings)
                 built = checker.build(env)
                 if models is not None and built is not None:
                     models[env] = built
                 checker.errors[start:] = [
-                    _in_environment(e, env) for e in checker.errors[start:] if e not in base
+                    _in_environment(e, env)
+                    for e in checker.errors[start:]
+                    if error_key(e) not in base
                 ]
                 checker.warnings[wstart:] = [
                     _in_environment(w, env)
                     for w in checker.warnings[wstart:]
-                    if w not in base_warnings
+                    if error_key(w) not in base_warnings
                 ]
             if topology is not None:
                 # The base model reports what any environment would warn about too.
-                warnings = tuple(sorted(set(checker.warnings)))
+                warnings = tuple(unique_sorted(checker.warnings))
                 topology = dataclasses.replace(topology, warnings=warnings)
     if models is not None and topology is not None:
         models[None] = topology
-    all_errors = sorted(set(errors + checker.errors))
+    all_errors = unique_sorted(errors + checker.errors)
     return (None if all_errors else topology), all_errors
 
 

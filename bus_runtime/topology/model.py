@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,67 @@ RUNTIME_CONSUMER_FIELDS = frozenset({"fetch_batch", "concurrency", "handler_time
 DEFAULT_FETCH_BATCH = 100
 DEFAULT_CONCURRENCY = 16
 DEFAULT_HANDLER_TIMEOUT = 5 * 60 * 1_000_000_000  # 5 minutes, in nanoseconds
+
+
+def _stdlib_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+@cache
+def _orjson() -> Any:
+    """orjson (imported on first use: it costs more to import than loading a small
+    topology), when installed and it writes every ASCII character but DEL, and 64-bit
+    integers, as the stdlib; else None."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - without the `fast` extra
+        return None
+    text = "".join(map(chr, range(127)))
+    probe = {text: [text, 0, -(2**63), 2**64 - 1, True, False, None, {}, []], "a": {"b": 1}}
+    try:
+        agrees = orjson.dumps(probe, option=orjson.OPT_SORT_KEYS) == _stdlib_json(probe)
+    except TypeError:
+        agrees = False
+    return orjson if agrees else None
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not plain JSON: {type(value).__name__}")
+
+
+def _orjson_options(orjson: Any) -> int:
+    # Subclasses (a str-valued Enum), dataclasses and datetimes, which orjson would write
+    # and the stdlib writes otherwise or refuses, go to `_refuse`, then to the stdlib.
+    return int(
+        orjson.OPT_SORT_KEYS
+        | orjson.OPT_PASSTHROUGH_SUBCLASS
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+    )
+
+
+def fingerprint_json(value: Any) -> bytes:
+    """The bytes a fingerprint hashes: the stdlib's JSON, keys sorted, compact, ASCII only.
+
+    Every host must write the same bytes (a pod compares the deployed topology's
+    fingerprint with the one of the file it loaded), with or without orjson (the `fast`
+    extra), which writes them about 5x faster: its output is taken only when it is ASCII
+    without DEL (the stdlib escapes both as \\uXXXX, orjson does not), and values it
+    refuses (lone surrogates, integers beyond 64 bits, non-string keys) take the stdlib.
+    The model holds no floats (every number in it is an integer), which the two write
+    differently, nor UUIDs or Enums that are not strings (orjson writes them, the stdlib
+    refuses them).
+    """
+    orjson = _orjson()
+    if orjson is not None:
+        try:
+            blob: bytes = orjson.dumps(value, default=_refuse, option=_orjson_options(orjson))
+        except TypeError:
+            pass
+        else:
+            if blob.isascii() and b"\x7f" not in blob:
+                return blob
+    return _stdlib_json(value)
 
 
 @dataclass(frozen=True)
@@ -444,8 +506,7 @@ class Topology:
         """Stable sha256 (hex, 16 chars) of the effective topology: equal iff nothing differs."""
         cached: str | None = self.__dict__.get("_fingerprint_cache")
         if cached is None:
-            blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-            cached = hashlib.sha256(blob.encode()).hexdigest()[:16]
+            cached = hashlib.sha256(fingerprint_json(self.to_dict())).hexdigest()[:16]
             object.__setattr__(self, "_fingerprint_cache", cached)
         return cached
 

@@ -2,8 +2,9 @@
 
 `*` matches exactly one token and `>` one or more trailing tokens. Two subjects overlap
 when some concrete subject matches both; the server refuses overlapping subjects within a
-stream and between the streams of an account. `SubjectIndex` finds overlaps with a token
-trie, so checking N subjects costs about N lookups rather than N^2/2 pair comparisons.
+stream and between the streams of an account. `SubjectIndex` finds overlaps with a dict
+and token tries, so checking N subjects costs about N lookups rather than N^2/2 pair
+comparisons.
 """
 
 from __future__ import annotations
@@ -86,24 +87,60 @@ class _Node(Generic[T]):
     ends: list[tuple[str, T]] = field(default_factory=list)
 
 
+def _insert(root: _Node[T], subject: str, owner: T) -> None:
+    node = root
+    for tok in subject.split("."):
+        child = node.children.get(tok)
+        if child is None:  # not setdefault: that made a node for every token added
+            child = node.children[tok] = _Node()
+        node = child
+    node.ends.append((subject, owner))
+
+
+def _is_literal(subject: str) -> bool:
+    """No token of `subject` is a wildcard (`*` or `>` inside a token is a character)."""
+    if "*" not in subject and ">" not in subject:
+        return True
+    tokens = subject.split(".")
+    return "*" not in tokens and ">" not in tokens
+
+
 class SubjectIndex(Generic[T]):
-    """A trie of subjects, each with an owner, answering "which subjects overlap this one"."""
+    """Subjects, each with an owner, answering "which subjects overlap this one".
+
+    A topology's subjects are mostly literal (`orders.created`): two literals overlap only
+    when equal, so they are kept by themselves in a dict; subjects with wildcards go in a
+    token trie. A literal query is then one lookup plus a walk of the (small) wildcard
+    trie; a wildcard query walks both tries, the literals' made on the first such query.
+    """
 
     def __init__(self) -> None:
-        self._root: _Node[T] = _Node()
+        self._literals: dict[str, list[tuple[str, T]]] = {}
+        self._wild: _Node[T] = _Node()
+        self._literal_trie: _Node[T] | None = None
 
     def add(self, subject: str, owner: T) -> None:
-        node = self._root
-        for tok in subject.split("."):
-            child = node.children.get(tok)
-            if child is None:  # not setdefault: that made a node for every token added
-                child = node.children[tok] = _Node()
-            node = child
-        node.ends.append((subject, owner))
+        if _is_literal(subject):
+            self._literals.setdefault(subject, []).append((subject, owner))
+            if self._literal_trie is not None:
+                _insert(self._literal_trie, subject, owner)
+        else:
+            _insert(self._wild, subject, owner)
 
     def overlapping(self, subject: str) -> Iterator[tuple[str, T]]:
         """Every indexed (subject, owner) that overlaps `subject` (itself included if added)."""
-        yield from self._search(self._root, subject.split("."), 0)
+        tokens = subject.split(".")
+        if _is_literal(subject):
+            yield from self._literals.get(subject, ())
+        else:
+            if self._literal_trie is None:
+                self._literal_trie = _Node()
+                for ends in self._literals.values():
+                    for literal, owner in ends:
+                        _insert(self._literal_trie, literal, owner)
+            yield from self._search(self._literal_trie, tokens, 0)
+        if self._wild.children:
+            yield from self._search(self._wild, tokens, 0)
 
     def _search(self, node: _Node[T], tokens: list[str], i: int) -> Iterator[tuple[str, T]]:
         if i == len(tokens):

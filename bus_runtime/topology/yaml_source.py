@@ -22,17 +22,39 @@ _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
 
 
+# The safe loader's implicit resolvers (`yes` is a bool, `1.5` a float), copied: one that
+# a program adds to PyYAML's loaders later does not change how a topology reads.
+_RESOLVERS = {k: list(v) for k, v in _Base.yaml_implicit_resolvers.items()}
+# The first characters of the plain scalars one of them may read as something else than
+# a string (`yes`, `1.5`, `~`, `<<`): a plain scalar starting otherwise is a string
+# (PyYAML's resolver looks up its candidates by the first character). A None key would be
+# a resolver for any first character: then there is no shortcut.
+_MAYBE_NOT_STR = frozenset(k for k in _RESOLVERS if k) if None not in _RESOLVERS else None
+
+
 class _Loader(_Base):  # type: ignore[valid-type,misc]
     """The safe loader with implicit-tag resolution memoised: topology files repeat
     the same scalars (`explicit`, `30s`, service names) thousands of times."""
 
+    yaml_implicit_resolvers = _RESOLVERS
     _resolved: dict[tuple[Any, str, Any], str] = {}
     _plain: dict[str, str] = {}  # plain scalars: the tag depends on the text alone
+
+    # The composer calls these around every node for path resolvers, which this loader
+    # has none of (its own empty table: one added to PyYAML's loaders later is not
+    # inherited): they would do nothing, at two Python calls per node. A dict's `get` and
+    # a tuple's `__len__` take the same arguments, in C.
+    yaml_path_resolvers: dict[Any, Any] = {}
+    _no_paths: dict[Any, Any] = {}
+    descend_resolver = _no_paths.get
+    ascend_resolver = ().__len__
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
         if kind is yaml.ScalarNode and implicit[0]:
             known = self._plain.get(value)
             if known is None:
+                if _MAYBE_NOT_STR is not None and value and value[0] not in _MAYBE_NOT_STR:
+                    return _STR
                 known = str(super().resolve(kind, value, implicit))
                 if len(self._plain) < 100_000:
                     self._plain[value] = known
@@ -104,6 +126,14 @@ class Locations:
         node = self._node(path)
         return _mark(node) if node is not None else None
 
+    def key_places(self, path: Path) -> dict[str, tuple[int, int]]:
+        """The place of each key of the mapping at `path` ({} when there is none): what
+        `of_key` answers for each of them, in one lookup (a stream's topics)."""
+        node = self._node(tuple(path))
+        if not isinstance(node, yaml.MappingNode):
+            return {}
+        return {k: _mark(pair[0]) for k, pair in self._children(node).items()}
+
     def find_key(self, path: Path) -> tuple[int, int] | None:
         """The key's place when `path` exists in the file, else None (no fallback)."""
         return self._find(tuple(path), True) if path else None
@@ -143,9 +173,11 @@ class Locations:
                 return found
         return self.of_value(p)
 
-    def error(self, path: Path, message: str, *, at_key: bool = False) -> TopologyError:
+    def error(
+        self, path: Path, message: str, *, at_key: bool = False, severity: str = "error"
+    ) -> TopologyError:
         line, col = self.of_key(path) if at_key else self.of_value(path)
-        return TopologyError(self.file, line, col, dotted(path), message)
+        return TopologyError(self.file, line, col, dotted(path), message, severity)
 
 
 def dotted(path: Path) -> str:

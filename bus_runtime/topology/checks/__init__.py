@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..._errors import unique_sorted
 from ..model import Service, Stream, Topology
 from ..subjects import SubjectIndex
 from ..yaml_source import Path as KeyPath
@@ -73,7 +74,7 @@ class TopologyChecker(SchemaMessages, StreamChecks):
             services=services,
             streams=tuple(built),
             environments=tuple(self.environment_names()),
-            warnings=tuple(sorted(set(self.warnings))),
+            warnings=tuple(unique_sorted(self.warnings)),
             description=self.data.get("description")
             if isinstance(self.data.get("description"), str)
             else None,

@@ -7,7 +7,6 @@ environment's `defaults`, the stream's (or consumer's) own fields, the environme
 
 from __future__ import annotations
 
-import dataclasses
 import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -101,6 +100,8 @@ class CheckerBase:
     # overlap was already checked (environments only change settings, rarely subjects).
     _topics_built: dict[tuple[str, str], tuple[list[Any], list[Any]]] = field(default_factory=dict)
     _layouts_checked: set[tuple[Any, ...]] = field(default_factory=set)
+    # The Location of each setting's value, by key path (`_locations`).
+    _value_locations: dict[KeyPath, Location] = field(default_factory=dict)
     # The document's mapping at each layer's path (the document does not change).
     _layer_mappings: dict[KeyPath, dict[str, Any]] = field(default_factory=dict)
     # The built-in values merged with the `defaults` layers, per (environment, kind).
@@ -116,8 +117,7 @@ class CheckerBase:
         self.errors.append(self.locs.error(path, message, at_key=at_key))
 
     def warn(self, path: KeyPath, message: str, *, at_key: bool = False) -> None:
-        e = self.locs.error(path, message, at_key=at_key)
-        self.warnings.append(dataclasses.replace(e, severity="warning"))
+        self.warnings.append(self.locs.error(path, message, at_key=at_key, severity="warning"))
 
     def mapping(self, *path: str) -> dict[str, Any]:
         node: Any = self.data
@@ -221,10 +221,17 @@ class CheckerBase:
     def _locations(self, settings: dict[str, Setting]) -> dict[str, Location]:
         """Where each setting was written (for errors found later, e.g. by a plan)."""
         out: dict[str, Location] = {}
+        known = self._value_locations
         for key, setting in settings.items():
-            if setting.path is not None:
-                line, col = self.locs.of_value(setting.path)
-                out[key] = Location(self.locs.file, line, col)
+            path = setting.path
+            if path is not None:
+                # One Location per path (they are immutable): a `defaults` setting is at the
+                # same place for every stream or consumer that takes it.
+                loc = known.get(path)
+                if loc is None:
+                    line, col = self.locs.of_value(path)
+                    loc = known[path] = Location(self.locs.file, line, col)
+                out[key] = loc
         return out
 
     def _where(self, setting: Setting | None, fallback: KeyPath) -> KeyPath:

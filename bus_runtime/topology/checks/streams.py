@@ -40,9 +40,10 @@ class StreamChecks(ConsumerChecks):
         """A stream's topics and their subjects (subject, what, where)."""
         topics: list[Topic] = []
         subjects: list[tuple[str, str, KeyPath]] = []
+        places = self.locs.key_places((*spath, "topics"))
         for tname, t in self._topics(s).items():
             tpath: KeyPath = (*spath, "topics", tname)
-            if (*spath, "topics", tname) in self.bad_paths:
+            if tpath in self.bad_paths:
                 continue
             t = t if isinstance(t, dict) else {}
             subject = f"{prefix}.{tname}"
@@ -51,7 +52,8 @@ class StreamChecks(ConsumerChecks):
             if schema_file:
                 schema, digest = self._schemas.get(schema_file, (None, None))
             pubs = t.get("publishers")
-            line, col = self.locs.of_key(tpath)
+            place = places.get(tname)
+            line, col = place if place is not None else self.locs.of_key(tpath)
             topics.append(
                 Topic(
                     name=tname,
