@@ -157,7 +157,7 @@ def test_unknown_keywords_are_refused_not_ignored(schema: dict[str, Any]) -> Non
 # -- what jsonschema refuses is never a yes: references and Python subclasses -------------
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     LONG = "much-too-long"
     SHORT = "p60"
 
