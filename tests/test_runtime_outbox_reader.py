@@ -185,7 +185,13 @@ def _stream(ops: list[int], seed: int) -> bytes:
         elif op == 7:
             out += b'INFO {"server_id": "x%d"}\r\n' % i
         else:
-            out += b"HMSG s.%d 2 0 %d\r\n%s\r\n" % (i, len(body), body)  # no header bytes
+            # No header bytes (servers never send this: a header block starts with
+            # NATS/1.0). nats-py's HMSG pattern lets the blank between the two sizes run
+            # across the line end, so a payload of digits right after such a line is read
+            # as the line's sizes or not depending on where the reads are cut: the payload
+            # here starts with a letter, as every real header block does.
+            body = b"x" + body
+            out += b"HMSG s.%d 2 0 %d\r\n%s\r\n" % (i, len(body), body)
     return out
 
 
