@@ -55,7 +55,13 @@ async def test_publish_and_consume_over_mutual_tls(tls_server: NatsServer, tmp_p
         tls_cert=str(pki / "client.pem"),
         tls_key=str(pki / "client.key"),
     )
-    path = write_topology(tmp_path / "t", fetch_batch=50, concurrency=8)
+    # No 100 ms backoff (the suite's default topology has one): a delivery not acked in
+    # time is sent again, by design, and a busy machine would make duplicates of the first
+    # batch while publish_many holds the loop. Every ack must reach the server: checked
+    # on the consumer below.
+    path = write_topology(
+        tmp_path / "t", fetch_batch=50, concurrency=8, ack_wait="30s", backoff=None
+    )
     path.write_text(path.read_text().replace("retention: interest", "retention: limits"))
     nc = await nats.connect(servers=list(options.servers), tls=options.tls_context())
     await provision(nc, load_topology(path))
@@ -78,6 +84,12 @@ async def test_publish_and_consume_over_mutual_tls(tls_server: NatsServer, tmp_p
         payloads = [EventPayload({"n": i}, actor="svc-a", tenant_id="t") for i in range(n)]
         assert await asyncio.wait_for(bus.publish_many("job.created", payloads), 60) == [True] * n
         await eventually(lambda: len(handled) == n, within=60, what=f"{n} handled")
+        js = nc.jetstream()
+        async with asyncio.timeout(30):  # every ack at the server: none lost on the way
+            while (info := await js.consumer_info("JOBS", "a-worker")).num_ack_pending:  # noqa: ASYNC110 - the server's count, polled
+                await asyncio.sleep(0.05)
+        assert info.delivered.consumer_seq == n  # each delivered once
+        assert info.num_redelivered == 0
     finally:
         await bus.stop()
     stored = await stream_messages(nc, "JOBS")
