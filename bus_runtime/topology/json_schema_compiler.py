@@ -105,6 +105,12 @@ class _CheckWriter:
             k not in _ANNOTATIONS and k not in _LEAF for k in schema
         ):
             return None
+        parts = self._leaf_parts(schema, var)
+        return "(" + " and ".join(parts) + ")" if parts else "True"
+
+    def _leaf_parts(self, schema: Mapping[str, Any], var: str) -> list[str]:
+        """The tests of `schema`'s leaf keywords (type, enum, const, string and number
+        checks) on the value named `var`, each an expression that must be true."""
         parts: list[str] = []
         t = schema.get("type")
         names: list[str] = []
@@ -113,11 +119,11 @@ class _CheckWriter:
             if not names or any(n not in _TYPE_TESTS for n in names):
                 raise Unsupported(f"type {t}")
             parts.append("(" + " or ".join(_TYPE_TESTS[n].format(v=var) for n in names) + ")")
-        for test in self._value_tests(schema, var):
-            parts.append(test)
+        parts += self._value_tests(schema, var)
         str_checks = self._string_checks(schema, var)
         if str_checks:
-            # The checks apply to strings only; with `type: string` the value is one here.
+            # The checks apply to strings only (with `type: string` the value is one here);
+            # a subclass of str gets no, as jsonschema would check it (see the docstring).
             ok = " and ".join(f"not ({c})" for c in str_checks)
             parts.append(
                 f"({ok})"
@@ -134,7 +140,7 @@ class _CheckWriter:
                 else f"(not isinstance({var}, (int, float)) or type({var}) is bool "
                 f"or ({exact} and {ok}))"
             )
-        return "(" + " and ".join(parts) + ")" if parts else "True"
+        return parts
 
     def _value_tests(self, schema: Mapping[str, Any], var: str) -> list[str]:
         """`enum` and `const`: separate constraints (with both, a value must pass each)."""
@@ -208,28 +214,8 @@ class _CheckWriter:
             body.append("if type(v) is not dict and isinstance(v, dict): return False")
         if "$ref" in schema:
             body.append(f"if not {self.ref(schema['$ref'])}(v): return False")
-        t = schema.get("type")
-        if t is not None:
-            names = [t] if isinstance(t, str) else list(t)
-            if not names or any(n not in _TYPE_TESTS for n in names):
-                raise Unsupported(f"type {t}")
-            test = " or ".join(_TYPE_TESTS[n].format(v="v") for n in names)
-            body.append(f"if not ({test}): return False")
-        for test in self._value_tests(schema, "v"):
+        for test in self._leaf_parts(schema, "v"):
             body.append(f"if not {test}: return False")
-        # strings
-        str_checks = self._string_checks(schema, "v")
-        if str_checks:
-            cond = " or ".join(str_checks)
-            body.append(f"if isinstance(v, str) and (type(v) is not str or {cond}): return False")
-        # numbers
-        num_checks = self._number_checks(schema, "v")
-        if num_checks:
-            cond = " or ".join(num_checks)
-            body.append(
-                "if isinstance(v, (int, float)) and type(v) is not bool and "
-                f"(not (type(v) is int or type(v) is float) or {cond}): return False"
-            )
         # arrays
         if "minItems" in schema:
             body.append(f"if type(v) is list and len(v) < {int(schema['minItems'])}: return False")
@@ -311,34 +297,6 @@ class _CheckWriter:
         return name
 
 
-_KNOWN = frozenset(
-    {
-        "type",
-        "enum",
-        "const",
-        "pattern",
-        "minLength",
-        "maxLength",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "minItems",
-        "maxItems",
-        "uniqueItems",
-        "items",
-        "required",
-        "minProperties",
-        "maxProperties",
-        "properties",
-        "additionalProperties",
-        "allOf",
-        "anyOf",
-        "$ref",
-        "propertyNames",
-        "not",
-    }
-)
 _DEFS_REF = re.compile(r"#/\$defs/[^/~%]+")
 # The types JSON decodes to, exactly.
 _PLAIN = frozenset({str, int, float, bool, type(None), list, dict})
@@ -366,6 +324,14 @@ _LEAF = frozenset(
         "exclusiveMaximum",
     }
 )
+_KNOWN = _LEAF | {
+    *_ARRAY_KEYWORDS,
+    *_OBJECT_KEYWORDS,
+    "allOf",
+    "anyOf",
+    "$ref",
+    "not",
+}
 # Keywords whose generated test agrees with jsonschema both ways (no false "no").
 _EXACT = frozenset({"const", "enum", "pattern", "minLength", "maxLength", "required"})
 
