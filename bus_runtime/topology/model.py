@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -86,37 +86,38 @@ def _stdlib_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-@cache
-def _orjson() -> Any:
-    """orjson (imported on first use: it costs more to import than loading a small
-    topology), when installed and it writes every ASCII character but DEL, and 64-bit
-    integers, as the stdlib; else None."""
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - without the `fast` extra
-        return None
-    text = "".join(map(chr, range(127)))
-    probe = {text: [text, 0, -(2**63), 2**64 - 1, True, False, None, {}, []], "a": {"b": 1}}
-    try:
-        agrees = orjson.dumps(probe, option=orjson.OPT_SORT_KEYS) == _stdlib_json(probe)
-    except TypeError:
-        agrees = False
-    return orjson if agrees else None
-
-
 def _refuse(value: Any) -> Any:
     raise TypeError(f"not plain JSON: {type(value).__name__}")
 
 
-def _orjson_options(orjson: Any) -> int:
-    # Subclasses (a str-valued Enum), dataclasses and datetimes, which orjson would write
-    # and the stdlib writes otherwise or refuses, go to `_refuse`, then to the stdlib.
-    return int(
+@cache
+def _orjson_dumps() -> Callable[[Any], bytes] | None:
+    """orjson's encoder as the fingerprint uses it, or None: orjson imported on first use
+    (it costs more to import than loading a small topology), and only when it writes every
+    ASCII character but DEL, and 64-bit integers, as the stdlib. Subclasses (a str-valued
+    Enum), dataclasses and datetimes, which orjson would write and the stdlib writes
+    otherwise or refuses, go to `_refuse`, then to the stdlib."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - without the `fast` extra
+        return None
+    options = (
         orjson.OPT_SORT_KEYS
         | orjson.OPT_PASSTHROUGH_SUBCLASS
         | orjson.OPT_PASSTHROUGH_DATACLASS
         | orjson.OPT_PASSTHROUGH_DATETIME
     )
+
+    def dumps(value: Any) -> bytes:
+        return orjson.dumps(value, default=_refuse, option=options)
+
+    text = "".join(map(chr, range(127)))
+    probe = {text: [text, 0, -(2**63), 2**64 - 1, True, False, None, {}, []], "a": {"b": 1}}
+    try:
+        agrees = dumps(probe) == _stdlib_json(probe)
+    except TypeError:
+        agrees = False
+    return dumps if agrees else None
 
 
 def fingerprint_json(value: Any) -> bytes:
@@ -131,10 +132,10 @@ def fingerprint_json(value: Any) -> bytes:
     differently, nor UUIDs or Enums that are not strings (orjson writes them, the stdlib
     refuses them).
     """
-    orjson = _orjson()
-    if orjson is not None:
+    dumps = _orjson_dumps()
+    if dumps is not None:
         try:
-            blob: bytes = orjson.dumps(value, default=_refuse, option=_orjson_options(orjson))
+            blob = dumps(value)
         except TypeError:
             pass
         else:
