@@ -86,7 +86,8 @@ SERVERS = available_servers()
     ],
 )
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
-    path = write_topology(tmp_path)
+    marker = request.node.get_closest_marker("rig_topology")
+    path = write_topology(tmp_path, **(marker.kwargs if marker else {}))
     if request.param == "memory":
         bus = create_event_bus("memory", topology=str(path), service="svc-a", time_scale=1.0)
         await bus.start()
@@ -279,6 +280,9 @@ async def test_refusals_send_nothing(rig: Rig) -> None:
     assert await rig.stored() == []
 
 
+# 500 messages wait in the runner's buffer: without the 100 ms backoff, so that a busy
+# machine's late `in_progress` cannot make a (by design) redelivery look like a duplicate.
+@pytest.mark.rig_topology(ack_wait="30s", backoff=None)
 async def test_publish_many_in_order_each_handled_once(rig: Rig) -> None:
     seen: Counter[int] = Counter()
 
@@ -304,6 +308,9 @@ async def test_source_document_factory_arguments_are_explained(tmp_path: Path) -
         create_event_bus("kafka", topology=str(write_topology(tmp_path)), service="svc-a")
 
 
+# A handler held at a gate: the consumer without the suite's 100 ms backoff, so that a busy
+# machine's late `in_progress` cannot get the message redelivered (by design) mid-test.
+@pytest.mark.rig_topology(ack_wait="30s", backoff=None)
 async def test_handler_finishing_during_stop_may_still_publish(rig: Rig) -> None:
     gate = asyncio.Event()
     started = asyncio.Event()
