@@ -16,6 +16,7 @@ Each round alternates, in a rotating order:
   each (fewer messages: one round trip per message).
 Per round it prints bus/Go and bus/raw ratios; at the end their medians, then one JSON line.
 `--profile [N]` adds a cProfile of the bus's publish_many, consume and publish-each.
+`--pin` puts the server on one CPU and the clients on another (as on separate hosts).
 The Go client is found by `tools/go-tools/build.sh --locate` (`make go-tools`) or `--nats`.
 """
 
@@ -26,6 +27,7 @@ import asyncio
 import cProfile
 import csv
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -237,6 +239,12 @@ def main() -> int:
     ap.add_argument(
         "--profile", type=int, nargs="?", const=25, default=0, help="cProfile, top N functions"
     )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the server on one CPU, the clients (this process, nats bench) on another: as "
+        "on separate hosts, each side's CPU its own",
+    )
     args = ap.parse_args()
     if args.quick:
         args.messages = min(args.messages, 5_000)
@@ -244,7 +252,15 @@ def main() -> int:
     nats_bin = locate_nats(args.nats)
     started = time.perf_counter()
     with running_server() as server:
+        if args.pin:
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < 2 or server.proc is None:
+                raise SystemExit("--pin needs two CPUs")
+            os.sched_setaffinity(server.proc.pid, {cpus[0]})
+            os.sched_setaffinity(0, {cpus[1]})  # nats bench, started from here, inherits it
+            print(f"pinned: server on CPU {cpus[0]}, clients on CPU {cpus[1]}", flush=True)
         result = asyncio.run(run(server.url, nats_bin, args))
+        result["pinned"] = args.pin
     result["server"] = server.binary.version_str
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result))
