@@ -66,6 +66,15 @@ def test_a_stream_with_allow_batched_is_refused_not_dropped() -> None:
         nack_resources(topology, TARGET)
 
 
+def test_a_stream_with_allow_batched_false_goes_through_without_it() -> None:
+    # false is what a stream without the key has (2.14, 2.15): nothing is lost leaving it out
+    stream = Stream(name="S", subject_prefix="s", subjects=("s.>",), allow_batched=False)
+    topology = Topology(name="t", environment="prod", services=(), streams=(stream,))
+    (resource,) = [r for r in nack_resources(topology, TARGET) if r["kind"] == "Stream"]
+    assert not [k for k in resource["spec"] if "batch" in k.lower()]
+    assert resource["spec"]["name"] == "S"
+
+
 def _topology(consumer: Consumer) -> Topology:
     stream = Stream(name="S", subject_prefix="s", subjects=("s.>",), consumers=(consumer,))
     return Topology(name="t", environment="prod", services=(), streams=(stream,))
