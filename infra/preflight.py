@@ -20,6 +20,7 @@ MIN_SERVER = (2, 10, 0)  # stream and consumer metadata: natstopo marks what it 
 STREAM_FEATURES: dict[str, tuple[str, tuple[int, int, int], object]] = {
     "allow_msg_ttl": ("per-message TTL", (2, 11, 0), False),
     "subject_delete_marker_ttl": ("subject delete markers", (2, 11, 0), 0),
+    "allow_batched": ("fast batch publish", (2, 14, 0), False),
 }
 CONSUMER_FEATURES: dict[str, tuple[str, tuple[int, int, int], object]] = {}
 LAME_DUCK_MINIMUM = 30  # seconds; the NATS docs: lame_duck_duration cannot be lower

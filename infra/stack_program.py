@@ -23,7 +23,7 @@ import pulumi_kubernetes as k8s
 import preflight
 from bus_runtime import BusError, Topology, TopologyValidationError, load_topology
 from direct_provisioner import DirectProvisioner, preflight_plan
-from nack import NackProvisioner, NackTarget
+from nack import NackError, NackProvisioner, NackTarget, nack_resources
 from nats_cluster import NatsCluster, common_labels, immutable_record, replace_problems
 from nats_cluster import cluster_objects as _cluster_objects
 from nats_conf import AUTH_INCLUDE, nats_conf_for_cluster, render_nats_conf
@@ -39,6 +39,26 @@ RECORD_OUTPUT = "deployed"
 def _refuse(title: str, problems: list[str]) -> None:
     lines = "\n".join(f"  - {p}" for p in problems)
     raise pulumi.RunError(f"{title}:\n{lines}")
+
+
+def _check_nack(stack: str, settings: StackSettings, topology: Topology) -> None:
+    """What NACK's resources cannot express, found before anything is registered (the
+    NackProvisioner would otherwise stop half-way, after the cluster's objects)."""
+    target = NackTarget(
+        servers=settings.nack_servers or (settings.client_url,),
+        namespace=settings.cluster.namespace,
+        account=settings.nack_account,
+        prevent_delete=not settings.allow_destructive,
+        labels={},
+    )
+    try:
+        nack_resources(topology, target)
+    except NackError as exc:
+        _refuse(
+            f"stack `{stack}`: NACK cannot provision the topology (nothing was changed; "
+            "natstopo:provisioner direct can)",
+            [str(exc)],
+        )
 
 
 def _config() -> dict[str, Any]:
@@ -126,6 +146,8 @@ def build(stack: str, project: str) -> None:
     managed = [*previous.get("streams", []), *previous.get("consumers", [])]
     if settings.provisioner == "direct":
         _check_direct(settings, topology, managed)
+    elif settings.provisioner == "nack":
+        _check_nack(stack, settings, topology)
 
     provider = _kubernetes_provider(settings)
     in_kube = pulumi.ResourceOptions(provider=provider)

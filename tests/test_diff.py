@@ -389,6 +389,22 @@ def test_the_default_server_is_the_oldest_the_features_allow(tmp_path: Path) -> 
         "  DLQ:\n    retention: limits\n    allow_msg_ttl: true\n",
     )
     assert compare(tmp_path / "2", head).server_version == "2.11.0"
+    batched = BASE.replace(
+        "  DLQ:\n    retention: limits\n",
+        "  DLQ:\n    retention: limits\n    allow_batched: true\n",
+    )
+    assert compare(tmp_path / "3", batched).server_version == "2.14.0"
+
+
+def test_allow_batched_turns_on_and_off_in_place(tmp_path: Path) -> None:
+    # Measured on 2.14 and 2.15 (tests/conformance: allow_batched-on, -off, -unset): both
+    # directions in place, stored messages kept; unlike allow_msg_ttl it is not one-way.
+    on = edit(BASE, "    max_bytes: 1GiB\n", "    max_bytes: 1GiB\n    allow_batched: true\n")
+    off = edit(BASE, "    max_bytes: 1GiB\n", "    max_bytes: 1GiB\n    allow_batched: false\n")
+    for n, (base, head) in enumerate([(BASE, on), (on, off), (on, BASE), (off, on)]):
+        r = compare_from(tmp_path / str(n), base, head, environments=["dev"])
+        c = only(r, "stream", "ORDERS", "dev")
+        assert (c.infrastructure, [f.field for f in c.fields]) == ("safe", ["allow_batched"])
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -395,6 +395,7 @@ API_BOOLEANS = {
     "deny_purge",
     "allow_direct",
     "allow_msg_ttl",
+    "allow_batched",
     "mem_storage",
     "headers_only",
 }

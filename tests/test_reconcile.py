@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from harness import NatsCluster, NatsServer
+from harness import NatsCluster, NatsServer, ServerBinary, available_servers, running_server
 from nats.aio.client import Client
 from reconcile_helpers import (
     api,
@@ -33,6 +34,8 @@ from bus_runtime.topology.loader import load_topology, parse_topology
 from bus_runtime.topology.model import Topology
 
 pytestmark = pytest.mark.nats
+
+ALL_SERVERS = available_servers()  # the allow_batched test runs on every version
 
 
 @pytest.fixture
@@ -400,6 +403,73 @@ async def test_newer_feature_is_a_plan_error_on_old_server(nc_each: Client) -> N
     with pytest.raises(ReconcileError, match="the plan has errors; nothing was changed"):
         await apply_plan(nc_each, plan)
     assert (await api(nc_each, "STREAM.NAMES"))["streams"] in (None, [])
+
+
+BATCHED = """\
+version: 1
+name: batched
+streams:
+  INGEST:
+    allow_batched: {value}
+    topics: {{entry: {{}}}}
+"""
+
+
+async def _raw_create(nc: Client, config: dict[str, Any]) -> dict[str, Any]:
+    """STREAM.CREATE and STREAM.DELETE with the raw API: the server's answer to `config`."""
+    name = config["name"]
+    msg = await nc.request(f"$JS.API.STREAM.CREATE.{name}", json.dumps(config).encode(), timeout=10)
+    answer: dict[str, Any] = json.loads(msg.data)
+    if "error" not in answer:
+        await api(nc, f"STREAM.DELETE.{name}")
+    return answer
+
+
+async def _stored_messages(nc: Client, name: str) -> int:
+    return int((await api(nc, f"STREAM.INFO.{name}"))["state"]["messages"])
+
+
+@pytest.mark.parametrize("binary", ALL_SERVERS, ids=[f"nats-{b.version_str}" for b in ALL_SERVERS])
+async def test_allow_batched_on_every_version(binary: ServerBinary) -> None:
+    """2.10 and 2.11 drop `allow_batched` silently and 2.12 refuses any stream config that
+    has the key (seen here with the raw API); natstopo never sends `false` (the default),
+    refuses to plan `true` on those servers, and on 2.14+ turns it on and off in place."""
+    with running_server(binary) as server:
+        nc = await connect(server.url)
+        try:
+            probe = {"name": "PROBE", "subjects": ["probe.>"], "allow_batched": True}
+            answer = await _raw_create(nc, probe)
+            knows = "error" not in answer and answer["config"].get("allow_batched") is True
+            off = topology_from_text(BATCHED.format(value="false"))
+            await converge(nc, off)  # also on 2.12, which refuses the key
+            assert "allow_batched" not in await stream_config(nc, "INGEST")
+            js = nc.jetstream()
+            for i in range(3):
+                await js.publish("INGEST.entry", str(i).encode())
+            on = topology_from_text(BATCHED.format(value="true"))
+            plan = await plan_changes(nc, on)
+            if binary.version < (2, 14, 0):
+                assert not knows, answer
+                assert len(plan.errors) == 1, plan.errors
+                assert "streams.INGEST.allow_batched: needs fast batch publish" in plan.errors[0]
+                with pytest.raises(ReconcileError):
+                    await apply_plan(nc, plan)
+                assert "allow_batched" not in await stream_config(nc, "INGEST")
+                return
+            assert knows, answer
+            assert not plan.errors, plan.errors
+            c = change(plan, "INGEST")
+            assert (c.action, [(f.field, f.effect) for f in c.fields]) == (
+                "update",
+                [("allow_batched", "in_place")],
+            )
+            await converge(nc, on)
+            assert (await stream_config(nc, "INGEST"))["allow_batched"] is True
+            await converge(nc, off)
+            assert not (await stream_config(nc, "INGEST")).get("allow_batched")
+            assert await _stored_messages(nc, "INGEST") == 3
+        finally:
+            await nc.close()
 
 
 # --------------------------------------------------------------------------- import

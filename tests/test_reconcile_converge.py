@@ -74,7 +74,7 @@ def consumer_doc(
 
 
 @st.composite
-def stream_doc(draw: st.DrawFn, prefix: str, ttl: bool) -> dict[str, Any]:
+def stream_doc(draw: st.DrawFn, prefix: str, ttl: bool, batched: bool) -> dict[str, Any]:
     retention = draw(_maybe(["limits", "interest", "workqueue"]))
     t1, t2 = f"{prefix}t1", f"{prefix}t2"  # topic names are unique in a topology
     doc: dict[str, Any] = {"subject_prefix": prefix, "topics": {t1: {}, t2: {}}}
@@ -100,6 +100,8 @@ def stream_doc(draw: st.DrawFn, prefix: str, ttl: bool) -> dict[str, Any]:
         fields["allow_rollup_hdrs"], fields["deny_purge"] = rollup, purge
     if ttl:
         fields["allow_msg_ttl"] = draw(_maybe([True, False]))
+    if batched:
+        fields["allow_batched"] = draw(_maybe([True, False]))
     doc.update({k: v for k, v in fields.items() if v is not None})
     workqueue = retention == "workqueue"
     n = draw(st.integers(0, 2))
@@ -115,12 +117,15 @@ def stream_doc(draw: st.DrawFn, prefix: str, ttl: bool) -> dict[str, Any]:
 
 
 @st.composite
-def topology_text(draw: st.DrawFn, ttl: bool) -> str:
+def topology_text(draw: st.DrawFn, ttl: bool, batched: bool) -> str:
     doc = {
         "version": 1,
         "name": "prop",
         "services": {"svc-a": {}, "svc-b": {}},
-        "streams": {"S1": draw(stream_doc("s1", ttl)), "S2": draw(stream_doc("s2", ttl))},
+        "streams": {
+            "S1": draw(stream_doc("s1", ttl, batched)),
+            "S2": draw(stream_doc("s2", ttl, batched)),
+        },
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
@@ -213,8 +218,9 @@ def server(request: pytest.FixtureRequest) -> Any:
 
 def test_each_apply_converges_and_loses_only_what_the_plan_said(server: NatsServer) -> None:
     ttl = server.version >= (2, 11, 0)
+    batched = server.version >= (2, 14, 0)
 
-    step = st.tuples(topology_text(ttl), st.integers(0, 3))
+    step = st.tuples(topology_text(ttl, batched), st.integers(0, 3))
 
     @settings(
         max_examples=EXAMPLES,

@@ -42,6 +42,7 @@ STREAM_VALUES: dict[str, list[Any]] = {
     "deny_purge": [True, False],
     "allow_direct": [True, False],
     "allow_msg_ttl": [True, False],
+    "allow_batched": [True, False],
     "subject_delete_marker_ttl": [0, "999ms", "1s", "1h"],
     "description": ["orders", "é" * 2048, "é" * 2049],
 }

@@ -108,6 +108,9 @@ STREAM_RULES: dict[str, FieldRule] = _rules(
         since=(2, 11, 0),
         feature="subject delete markers",
     ),
+    # Measured: 2.10 and 2.11 drop the key silently, 2.12 refuses any config with it
+    # (10025, unknown field); 2.14 and later turn it on and off in place.
+    FieldRule("allow_batched", "allow_batched", since=(2, 14, 0), feature="fast batch publish"),
 )
 CONSUMER_RULES: dict[str, FieldRule] = _rules(
     "consumer",
@@ -134,6 +137,7 @@ _BOOL_KEYS = frozenset(
         "deny_purge",
         "allow_direct",
         "allow_msg_ttl",
+        "allow_batched",
         "mem_storage",
         "headers_only",
     }
@@ -159,6 +163,7 @@ STREAM_DEFAULTS: dict[str, Any] = {
     "allow_direct": False,
     "allow_msg_ttl": False,
     "subject_delete_marker_ttl": 0,
+    "allow_batched": False,
 }
 """What a stream created without the key stores (measured: `s-minimal`)."""
 CONSUMER_DEFAULTS: dict[str, Any] = {

@@ -44,6 +44,7 @@ STREAM_FIELD_TO_API: dict[str, str] = {
     "allow_direct": "allow_direct",
     "allow_msg_ttl": "allow_msg_ttl",
     "subject_delete_marker_ttl": "subject_delete_marker_ttl",
+    "allow_batched": "allow_batched",
 }
 CONSUMER_FIELD_TO_API: dict[str, str] = {
     "description": "description",
@@ -327,6 +328,7 @@ class Stream:
     allow_direct: bool | None = None
     allow_msg_ttl: bool | None = None
     subject_delete_marker_ttl: int | None = None
+    allow_batched: bool | None = None
     metadata: tuple[tuple[str, str], ...] = ()
     dead_letter: str | None = None
     dead_letter_sources: tuple[str, ...] = ()

@@ -561,6 +561,7 @@ def _stream_cases() -> list[StreamCase]:
         StreamCase(f"{t}-tiny", t, 500 * MS, before=ttl_base, label="0 -> 500ms"),
         StreamCase(f"{t}-no-ttl", t, MINUTE, label="0 -> 1m without allow_msg_ttl"),
     ]
+    cases += _toggle("allow_batched")
     md = "metadata"
     cases += [
         StreamCase(f"{md}-set", md, {"k": "v"}, label="none -> {k: v}"),
@@ -1244,6 +1245,34 @@ def _create_cases() -> list[CreateCase]:
             },
             ("subject_delete_marker_ttl",),
             label="subject_delete_marker_ttl 500ms",
+        ),
+        CreateCase(
+            "s-allow_batched",
+            "stream",
+            {"allow_batched": True},
+            ("allow_batched",),
+            label="allow_batched true",
+        ),
+        CreateCase(
+            "s-allow_batched-memory",
+            "stream",
+            {"allow_batched": True, "storage": "memory"},
+            ("allow_batched", "storage"),
+            label="allow_batched true on memory storage",
+        ),
+        CreateCase(
+            "s-allow_batched-workqueue",
+            "stream",
+            {"allow_batched": True, "retention": "workqueue"},
+            ("allow_batched", "retention"),
+            label="allow_batched true, retention workqueue",
+        ),
+        CreateCase(
+            "s-allow_batched-interest",
+            "stream",
+            {"allow_batched": True, "retention": "interest"},
+            ("allow_batched", "retention"),
+            label="allow_batched true, retention interest",
         ),
         CreateCase(
             "s-unknown",

@@ -77,6 +77,7 @@ STREAM_API_KEYS: Final[Mapping[str, str]] = {
     "allow_direct": "allow_direct",
     "allow_msg_ttl": "allow_msg_ttl",
     "subject_delete_marker_ttl": "subject_delete_marker_ttl",
+    "allow_batched": "allow_batched",
     "metadata": "metadata",
     "subjects": "subjects",
 }

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from schemas import validate_nack
+from schemas import nack_schemas, validate_nack
 
 from bus_runtime import Consumer, Stream, Topology, load_topology, parse_duration
 from nack import (
@@ -48,8 +48,31 @@ def test_zero_is_written_as_0s() -> None:
 
 def test_every_model_field_has_a_nack_field() -> None:
     topology = load_topology(REPO / "topology" / "topology.yaml", "prod")
-    assert set(topology.streams[0].settings()) == set(STREAM_FIELDS)
+    # allow_batched (nats-server 2.14) has no field in the pinned NACK CRD (v0.22.4).
+    assert set(topology.streams[0].settings()) - {"allow_batched"} == set(STREAM_FIELDS)
     assert set(topology.consumers[0].settings()) == set(CONSUMER_FIELDS)
+
+
+def test_the_nack_stream_crd_has_no_batch_publish_field() -> None:
+    spec = nack_schemas()["Stream"]["properties"]["spec"]["properties"]
+    assert "allowAtomicPublish" in spec  # the CRD knows 2.12's atomic batches ...
+    assert not [k for k in spec if "batched" in k.lower()]  # ... but not 2.14's fast batches
+
+
+def test_a_stream_with_allow_batched_is_refused_not_dropped() -> None:
+    stream = Stream(name="S", subject_prefix="s", subjects=("s.>",), allow_batched=True)
+    topology = Topology(name="t", environment="prod", services=(), streams=(stream,))
+    with pytest.raises(NackError, match=r"`streams\.S\.allow_batched` has no NACK Stream field"):
+        nack_resources(topology, TARGET)
+
+
+def test_a_stream_with_allow_batched_false_goes_through_without_it() -> None:
+    # false is what a stream without the key has (2.14, 2.15): nothing is lost leaving it out
+    stream = Stream(name="S", subject_prefix="s", subjects=("s.>",), allow_batched=False)
+    topology = Topology(name="t", environment="prod", services=(), streams=(stream,))
+    (resource,) = [r for r in nack_resources(topology, TARGET) if r["kind"] == "Stream"]
+    assert not [k for k in resource["spec"] if "batch" in k.lower()]
+    assert resource["spec"]["name"] == "S"
 
 
 def _topology(consumer: Consumer) -> Topology:

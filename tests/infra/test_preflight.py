@@ -120,6 +120,30 @@ def test_a_server_image_older_than_the_topologys_features(
     assert ok.error is None
 
 
+def test_allow_batched_needs_a_2_14_image(
+    fresh_loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    # 2.12 refuses any stream config with the key (10025), 2.10 and 2.11 drop it silently:
+    # tests/conformance/MEASURED.md, allow_batched-*.
+    topology = topology_file(
+        tmp_path, EVENTS.replace("  replicas: 3\n", "  replicas: 3\n  allow_batched: true\n")
+    )
+    message = refused(
+        {"natstopo:topology": topology, "natstopo:cluster": cluster(image="nats:2.12.8-alpine")}
+    )
+    assert (
+        "image `nats:2.12.8-alpine` runs nats-server 2.12.8, but `streams.EVENTS.allow_batched` "
+        "(fast batch publish) needs 2.14.0 or newer" in message
+    )
+    new_enough = {"natstopo:topology": topology, "natstopo:cluster": cluster(image="nats:2.14.6")}
+    ok = run_stack("prod", {**new_enough, "natstopo:provisioner": "none"})
+    assert ok.error is None
+    # NACK's Stream CRD (v0.22.4) has no field for it: refused, never dropped.
+    message = refused(new_enough)
+    assert "`streams.EVENTS.allow_batched` has no NACK Stream field" in message
+    assert "needs 2.14.0" not in message
+
+
 def test_an_image_without_a_version(fresh_loop: asyncio.AbstractEventLoop) -> None:
     message = refused({"natstopo:cluster": cluster(image="nats:latest")})
     assert "cannot tell the nats-server version from image `nats:latest`" in message
