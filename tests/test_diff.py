@@ -396,6 +396,37 @@ def test_the_default_server_is_the_oldest_the_features_allow(tmp_path: Path) -> 
     assert compare(tmp_path / "3", batched).server_version == "2.14.0"
 
 
+def test_the_default_server_has_what_base_uses_too(tmp_path: Path) -> None:
+    # BASE runs today: removing a 2.14 setting is judged for 2.14, not for 2.10
+    batched = BASE.replace(
+        "  DLQ:\n    retention: limits\n",
+        "  DLQ:\n    retention: limits\n    allow_batched: true\n",
+    )
+    assert compare_from(tmp_path, batched, BASE).server_version == "2.14.0"
+
+
+def test_a_target_older_than_heads_settings_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 2.12 refuses any stream request with allow_batched (10025) and 2.10/2.11 drop it:
+    # "safe" would pass a change no plan against that server can apply.
+    base = write(tmp_path / "b", BASE)
+    head_text = BASE.replace(
+        "  DLQ:\n    retention: limits\n",
+        "  DLQ:\n    retention: limits\n    allow_batched: true\n",
+    )
+    head = write(tmp_path / "h", head_text)
+    line = head_text.splitlines().index("    allow_batched: true") + 1
+    for target in ("2.10", "2.12", "2.13.9"):
+        code, out, err = run([str(base), str(head), "--server-version", target], capsys)
+        assert code == 1 and out == ""
+        first = err.splitlines()[0]
+        assert first.startswith(f"{head}:{line}:20: error: streams.DLQ.allow_batched: needs ")
+        assert "2.14.0 brings" in first
+    code, out, _ = run([str(base), str(head), "--server-version", "2.14"], capsys)
+    assert code == 0 and "allow_batched: unset -> true" in out
+
+
 def test_allow_batched_turns_on_and_off_in_place(tmp_path: Path) -> None:
     # Measured on 2.14 and 2.15 (tests/conformance: allow_batched-on, -off, -unset): both
     # directions in place, stored messages kept; unlike allow_msg_ttl it is not one-way.

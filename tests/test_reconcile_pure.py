@@ -76,13 +76,14 @@ def test_classify_without_state_is_the_worst_case() -> None:
 def test_feature_check_names_field_feature_and_version() -> None:
     topology = topology_from_text(
         "version: 1\nname: t\nstreams:\n  S:\n    subject_delete_marker_ttl: 5m\n"
-        "    max_age: 1h\n    topics: {a: {}}\n"
+        "    max_age: 1h\n    allow_rollup_hdrs: true\n    allow_msg_ttl: true\n"
+        "    topics: {a: {}}\n"
     )
     check_features(topology, (2, 11, 0))
     with pytest.raises(UnsupportedFeatureError) as err:
         check_features(topology, (2, 10, 26))
     assert str(err.value) == (
-        "`streams.S.subject_delete_marker_ttl` needs subject delete markers, which "
+        "`streams.S.allow_msg_ttl` needs per-message TTL, which "
         "nats-server 2.11.0 brings; the server runs 2.10.26"
     )
     with pytest.raises(UnsupportedFeatureError, match="metadata"):

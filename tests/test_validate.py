@@ -905,19 +905,79 @@ def test_subject_delete_marker_ttl_and_max_request_expires_minimums(tmp_path: Pa
               d: {service: svc-b, max_request_expires: 1ms, topics: [a]}
           B:
             subject_delete_marker_ttl: 1s
+            allow_msg_ttl: true
+            allow_rollup_hdrs: true
             topics: {b: {}}
         """,
     )
     assert places(errors) == [
         (6, 32, "streams.A.subject_delete_marker_ttl"),
+        (6, 32, "streams.A.subject_delete_marker_ttl"),
         (9, 48, "streams.A.consumers.c.max_request_expires"),
     ]
+    errors = [e for e in errors if "delete markers" not in e.message]
     assert errors[0].message == (
         "subject_delete_marker_ttl 500ms is below the server's minimum of 1s"
     )
     assert errors[1].message == (
         "max_request_expires 999us is below the server's minimum of 1ms (server error 10115)"
     )
+
+
+@pytest.mark.parametrize(
+    ("settings", "needs"),
+    [
+        ("", "`allow_msg_ttl: true` and `allow_rollup_hdrs: true`"),
+        ("allow_msg_ttl: true\n    ", "`allow_rollup_hdrs: true`"),
+        ("allow_msg_ttl: true\n    allow_rollup_hdrs: false\n    ", "`allow_rollup_hdrs: true`"),
+        ("allow_rollup_hdrs: true\n    ", "`allow_msg_ttl: true`"),
+        (
+            "allow_msg_ttl: true\n    allow_rollup_hdrs: true\n    deny_purge: true\n    ",
+            "`deny_purge: false`",
+        ),
+    ],
+)
+def test_delete_markers_need_what_the_server_turns_on(
+    tmp_path: Path, settings: str, needs: str
+) -> None:
+    # The server (2.11-2.15) stores a stream with subject_delete_marker_ttl with
+    # allow_msg_ttl and allow_rollup_hdrs on and deny_purge off whatever was sent
+    # (tests/test_validate_server.py finds any such rewrite the validator misses).
+    errors = check(
+        tmp_path,
+        f"""\
+version: 1
+name: shop
+services: {{svc-a: {{}}}}
+streams:
+  A:
+    {settings}subject_delete_marker_ttl: 1m
+    topics: {{a: {{}}}}
+""",
+    )
+    marker = [e for e in errors if "delete markers" in e.message]
+    assert len(marker) == 1, errors
+    assert marker[0].message.endswith(f"write {needs} in stream `A`")
+    assert marker[0].path == "streams.A.subject_delete_marker_ttl"
+
+
+def test_delete_markers_with_what_the_server_turns_on_pass(tmp_path: Path) -> None:
+    errors = check(
+        tmp_path,
+        """\
+version: 1
+name: shop
+services: {svc-a: {}}
+streams:
+  A:
+    allow_msg_ttl: true
+    allow_rollup_hdrs: true
+    deny_purge: false
+    subject_delete_marker_ttl: 1m
+    topics: {a: {}}
+""",
+    )
+    assert errors == []
 
 
 @pytest.mark.parametrize("value", ["2x", "1.5", "-1s"])

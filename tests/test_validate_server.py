@@ -3,7 +3,8 @@
 Stream and consumer settings are drawn from edge values (limits, zero, one below a
 minimum, combinations that interact); whenever the validator passes the file, the stream
 and consumer configs the model produces are created on a real single server (2.10 and
-the newest). A refusal there is a check the validator is missing.
+the newest). A refusal there, or a config stored other than it was sent (a plan that would never
+converge), is a check the validator is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from harness import NatsServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bus_runtime.jetstream.rules import Version
+from bus_runtime.reconcile.apply import stored_differences
 from bus_runtime.topology.loader import parse_topology
 
 pytestmark = pytest.mark.nats
@@ -91,8 +94,11 @@ def topology(stream: dict[str, Any], consumer: dict[str, Any]) -> str:
     )
 
 
-async def create(url: str, n: int, stream: dict[str, Any], consumer: dict[str, Any]) -> str | None:
-    """The server's error creating the stream and its consumer, or None; removes both."""
+async def create(
+    url: str, n: int, stream: dict[str, Any], consumer: dict[str, Any], server: Version
+) -> str | None:
+    """The server's error creating the stream and its consumer, or what it stored other
+    than was sent (a plan would never converge), or None; removes both."""
     nc = await nats.connect(url)
     try:
         name = f"EDGE{n}"
@@ -105,13 +111,22 @@ async def create(url: str, n: int, stream: dict[str, Any], consumer: dict[str, A
                 consumer[key] = renamed if isinstance(consumer[key], list) else renamed[0]
         errors = []
         reply = await nc.request(f"$JS.API.STREAM.CREATE.{name}", json.dumps(cfg).encode())
-        errors.append(json.loads(reply.data).get("error"))
+        answer = json.loads(reply.data)
+        errors.append(answer.get("error"))
         if errors[-1] is None:
+            missed = stored_differences("stream", cfg, answer.get("config") or {}, server)
+            errors.append(f"stream stored other than sent: {missed}" if missed else None)
             request = {"stream_name": name, "config": consumer}
             reply = await nc.request(
                 f"$JS.API.CONSUMER.CREATE.{name}.{consumer['name']}", json.dumps(request).encode()
             )
-            errors.append(json.loads(reply.data).get("error"))
+            answer = json.loads(reply.data)
+            errors.append(answer.get("error"))
+            if errors[-1] is None:
+                missed = stored_differences(
+                    "consumer", consumer, answer.get("config") or {}, server
+                )
+                errors.append(f"consumer stored other than sent: {missed}" if missed else None)
             await nc.request(f"$JS.API.STREAM.DELETE.{name}", b"")
         refused = [e for e in errors if e is not None]
         return str(refused[0]) if refused else None
@@ -143,6 +158,7 @@ def test_what_the_validator_accepts_the_server_accepts(nats_server_each: NatsSer
                 next(counter),
                 s.to_stream_config(),
                 s.consumers[0].to_consumer_config(),
+                nats_server_each.binary.version,
             )
         )
         assert refused is None, f"the validator passed it, the server refused: {refused}\n{text}"

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from .._errors import TopologyError
+from ..jetstream.rules import feature_problems, version_text
 from ..review.diff import DEFAULT_FAIL_ON, LEVELS, parse_version, review, settings_locator
 from ..review.diff_render import render_github, render_json, render_markdown, render_text
 from ..review.sources import open_source
@@ -98,6 +99,17 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print("natstopo diff: error: fix the topology errors above first", file=sys.stderr)
             return EXIT_ERROR
         base, head = models
+        if version is not None:
+            lacking = _lacking_features(head, version, sources[1].display)
+            for line in lacking:
+                print(line, file=sys.stderr)
+            if lacking:
+                print(
+                    f"natstopo diff: error: HEAD cannot be deployed to nats-server "
+                    f"{version_text(version)} (--server-version); a plan against it would refuse",
+                    file=sys.stderr,
+                )
+                return EXIT_ERROR
         envs: list[str | None] | None = None
         if args.env is not None:
             missing = [side for side, m in (("BASE", base), ("HEAD", head)) if args.env not in m]
@@ -132,6 +144,25 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_CHANGES if result.gate_failed else EXIT_OK
 
 
+def _lacking_features(
+    head: dict[str | None, Topology], version: tuple[int, int, int], display: str
+) -> list[str]:
+    """`file:line:col: error: ...` for each HEAD setting the target version lacks."""
+    out: list[str] = []
+    for topology in head.values():
+        for s, c, fld, rule in feature_problems(topology, version):
+            where = f"streams.{s.name}" + (f".consumers.{c.name}" if c else "")
+            loc = (c if c is not None else s).where(fld)
+            place = f"{display}:{loc.line}:{loc.column}" if loc is not None else display
+            line = (
+                f"{place}: error: {where}.{fld}: needs {rule.feature}, which nats-server "
+                f"{version_text(rule.since)} brings; the target is {version_text(version)}"
+            )
+            if line not in out:  # an environment inheriting the base's setting: once
+                out.append(line)
+    return out
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "diff",
@@ -146,7 +177,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--server-version",
         default=None,
-        help="target nats-server (default: the oldest HEAD's features allow)",
+        help="target nats-server (default: the oldest BASE's and HEAD's features allow; a "
+        "version HEAD's settings need more than is an error)",
     )
     p.add_argument("--format", choices=["text", "json", "markdown", "github"], default="text")
     p.add_argument(

@@ -114,7 +114,7 @@ async def apply_plan(
 
     releasing = [g for g in groups.values() if releases(g)]
     others = [g for g in groups.values() if not releases(g)]
-    failures: list[ReconcileError] = []
+    failures: list[tuple[Change, ReconcileError, bool]] = []  # (step, error, taken)
     sem = asyncio.Semaphore(max(1, concurrency))
 
     async def run(group: list[Change]) -> None:
@@ -125,15 +125,11 @@ async def apply_plan(
                 t0 = time.perf_counter()
                 try:
                     await _apply_one(api, change, server)
+                except _NotStored as exc:
+                    failures.append((change, exc, True))
+                    return
                 except ReconcileError as exc:
-                    failures.append(
-                        ReconcileError(
-                            f"{change.kind} {change.name}: {change.action} failed "
-                            f"({len(result.steps)} step(s) done before): {exc}",
-                            err_code=exc.err_code,
-                        )
-                    )
-                    failures[-1].__cause__ = exc
+                    failures.append((change, exc, False))
                     return
                 step = AppliedStep(change, time.perf_counter() - t0)
                 result.steps.append(step)
@@ -144,7 +140,16 @@ async def apply_plan(
         if not failures:
             await asyncio.gather(*(run(g) for g in phase))
     if failures:
-        raise failures[0]
+        change, exc, taken = failures[0]
+        # counted once every running step ended: concurrent groups may finish after it
+        done = f"{len(result.steps)} other step(s) done"
+        what = (
+            f"{change.action} taken by the server, but {exc} ({done})"
+            if taken
+            else f"{change.action} failed ({done}): {exc}"
+        )
+        error = ReconcileError(f"{change.kind} {change.name}: {what}", err_code=exc.err_code)
+        raise error from exc
     result.seconds = time.perf_counter() - started
     return result
 
@@ -191,10 +196,14 @@ async def _apply_one(api: JetStreamApi, change: Change, server: Version) -> None
         kind: Kind = change.kind
         missed = stored_differences(kind, change.config, answer.get("config") or {}, server)
         if missed:
-            raise ReconcileError(
+            raise _NotStored(
                 f"the server (nats-server {version_text(server)}) did not store what was "
                 f"sent, so a plan would never converge: {'; '.join(missed)}"
             )
+
+
+class _NotStored(ReconcileError):
+    """The server took the step but stored other values than were sent."""
 
 
 async def _create_after_delete(

@@ -83,7 +83,8 @@ def review(
         base, head: Models by environment, as `load_every_environment` returns them.
         environments: Which to compare (default: every environment either declares, or
             the base when neither declares one).
-        server_version: The target server (default: the oldest HEAD's features allow).
+        server_version: The target server (default: the oldest BASE's and HEAD's features
+            allow).
         fail_on: Gate levels (see `LEVELS`).
         locate: Finds the line that sets a field in HEAD (`settings_locator`), so that an
             annotation points at `max_bytes: 30GiB`, not at the stream's name.
@@ -93,7 +94,8 @@ def review(
     declared = sorted({e for e in (*base, *head) if e is not None})
     if environments is None:
         environments = declared or [None]
-    version = server_version or oldest_server_for(head.values())
+    # BASE runs today, so the target has its features too
+    version = server_version or oldest_server_for([*base.values(), *head.values()])
     per_env: list[tuple[str | None, list[ReviewChange]]] = []
     for env in environments:
         # An environment that one side does not declare has that side's base settings.

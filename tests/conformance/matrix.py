@@ -359,6 +359,17 @@ def truth(case: Case, o: Observation) -> tuple[str, str]:
     sent = _eff(kind, key, o.config_sent, r)
     if after != sent:
         return "ignored", f"sent {sent!r}, stored {after!r}"
+    # Another setting the server stored otherwise than sent because of this one (delete
+    # markers turn allow_msg_ttl and allow_rollup_hdrs on): a plan would never converge.
+    if kind == "stream":
+        for other in STREAM_FIELD_TO_API.values():
+            if other == key or other in ("metadata", "subjects"):
+                continue
+            if other not in o.config_sent and other not in o.config_after:
+                continue
+            was, now = _eff(kind, other, o.config_sent, r), _eff(kind, other, o.config_after, r)
+            if was != now:
+                return "ignored", f"{other}: sent {was!r}, stored {now!r}"
     if after == created:
         raw_sent, raw_created = _norm(o.config_sent.get(key)), _norm(o.config_created.get(key))
         raw_after = _norm(o.config_after.get(key))

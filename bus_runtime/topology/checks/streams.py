@@ -250,6 +250,27 @@ class StreamChecks(ConsumerChecks):
                 f"subject_delete_marker_ttl {format_duration(marker_ttl)} is below the server's "
                 "minimum of 1s",
             )
+        if isinstance(marker_ttl, int) and marker_ttl > 0:
+            # The server (2.11 to 2.15, measured) stores a stream with delete markers with
+            # allow_msg_ttl and allow_rollup_hdrs on and deny_purge off, whatever was sent:
+            # the topology must say so, or the plan never converges (and deny_purge would
+            # be dropped without a word).
+            needs = [
+                f"`{k}: {'true' if want else 'false'}`"
+                for k, want in (
+                    ("allow_msg_ttl", True),
+                    ("allow_rollup_hdrs", True),
+                    ("deny_purge", False),
+                )
+                if bool(v[k]) is not want and (want or v[k] is not None)
+            ]
+            if needs:
+                self.err(
+                    self._where(ss.get("subject_delete_marker_ttl"), spath),
+                    "the server stores a stream with delete markers "
+                    "with allow_msg_ttl and allow_rollup_hdrs on and deny_purge off, whatever "
+                    f"is sent; write {' and '.join(needs)} in stream `{sname}`",
+                )
         if v["discard_new_per_subject"]:
             mps = v["max_msgs_per_subject"]
             if v["discard"] != "new" or not (isinstance(mps, int) and mps > 0):
