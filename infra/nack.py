@@ -19,8 +19,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from bus_runtime import Consumer, Stream, Topology
-from bus_runtime.jetstream.rules import STREAM_DEFAULTS
-from bus_runtime.topology.model import STREAM_FIELD_TO_API
 
 TYPE = "natstopo:nack:NackProvisioner"
 API_VERSION = "jetstream.nats.io/v1beta2"
@@ -164,8 +162,8 @@ def nack_stream(stream: Stream, topology: Topology, target: NackTarget) -> dict[
         if value is None:
             continue
         if fld not in STREAM_FIELDS:
-            if value is False and STREAM_DEFAULTS.get(STREAM_FIELD_TO_API[fld]) is False:
-                continue  # off, as the server has it when the key is absent
+            if value is False:
+                continue  # a stream's boolean settings are off when the key is absent
             raise NackError(f"`streams.{stream.name}.{fld}` has no NACK Stream field (v1beta2)")
         spec[STREAM_FIELDS[fld]] = _value(fld, value)
     spec["metadata"] = {**dict(stream.metadata), MARK_TOPOLOGY: topology.name}
