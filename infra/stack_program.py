@@ -41,18 +41,23 @@ def _refuse(title: str, problems: list[str]) -> None:
     raise pulumi.RunError(f"{title}:\n{lines}")
 
 
+def _nack_target(
+    settings: StackSettings, account: str | None, labels: dict[str, str]
+) -> NackTarget:
+    return NackTarget(
+        servers=settings.nack_servers or (settings.client_url,),
+        namespace=settings.cluster.namespace,
+        account=account,
+        prevent_delete=not settings.allow_destructive,
+        labels=labels,
+    )
+
+
 def _check_nack(stack: str, settings: StackSettings, topology: Topology) -> None:
     """What NACK's resources cannot express, found before anything is registered (the
     NackProvisioner would otherwise stop half-way, after the cluster's objects)."""
-    target = NackTarget(
-        servers=settings.nack_servers or (settings.client_url,),
-        namespace=settings.cluster.namespace,
-        account=settings.nack_account,
-        prevent_delete=not settings.allow_destructive,
-        labels={},
-    )
     try:
-        nack_resources(topology, target)
+        nack_resources(topology, _nack_target(settings, settings.nack_account, {}))
     except NackError as exc:
         _refuse(
             f"stack `{stack}`: NACK cannot provision the topology (nothing was changed; "
@@ -209,12 +214,8 @@ def build(stack: str, project: str) -> None:
             "nack",
             {
                 "topology": topology,
-                "target": NackTarget(
-                    servers=settings.nack_servers or (settings.client_url,),
-                    namespace=settings.cluster.namespace,
-                    account=account,
-                    prevent_delete=not settings.allow_destructive,
-                    labels=common_labels(settings.cluster, topology.name),
+                "target": _nack_target(
+                    settings, account, common_labels(settings.cluster, topology.name)
                 ),
             },
             opts=in_kube,

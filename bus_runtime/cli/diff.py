@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from .._errors import TopologyError
-from ..jetstream.rules import feature_problems, version_text
+from ..jetstream.rules import feature_errors, version_text
 from ..review.diff import DEFAULT_FAIL_ON, LEVELS, parse_version, review, settings_locator
 from ..review.diff_render import render_github, render_json, render_markdown, render_text
 from ..review.sources import open_source
@@ -71,7 +71,7 @@ def _load_both(first: Path, second: Path, places: list[Locations]) -> tuple[Load
     return first_loaded, second_loaded
 
 
-def _relabel(error: TopologyError, tmp: str, label: str) -> str:
+def _relabel(error: TopologyError | str, tmp: str, label: str) -> str:
     text = str(error)
     return label + text[len(tmp) :] if text.startswith(tmp) else text
 
@@ -100,7 +100,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         base, head = models
         if version is not None:
-            lacking = _lacking_features(head, version, sources[1].display)
+            lacking: list[str] = []
+            for topology in head.values():  # an environment inheriting a setting: once
+                for text in feature_errors(topology, version, "the target is"):
+                    line = _relabel(text, str(sources[1].path), sources[1].label)
+                    if line not in lacking:
+                        lacking.append(line)
             for line in lacking:
                 print(line, file=sys.stderr)
             if lacking:
@@ -142,25 +147,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
         else:
             print(render_text(result))
     return EXIT_CHANGES if result.gate_failed else EXIT_OK
-
-
-def _lacking_features(
-    head: dict[str | None, Topology], version: tuple[int, int, int], display: str
-) -> list[str]:
-    """`file:line:col: error: ...` for each HEAD setting the target version lacks."""
-    out: list[str] = []
-    for topology in head.values():
-        for s, c, fld, rule in feature_problems(topology, version):
-            where = f"streams.{s.name}" + (f".consumers.{c.name}" if c else "")
-            loc = (c if c is not None else s).where(fld)
-            place = f"{display}:{loc.line}:{loc.column}" if loc is not None else display
-            line = (
-                f"{place}: error: {where}.{fld}: needs {rule.feature}, which nats-server "
-                f"{version_text(rule.since)} brings; the target is {version_text(version)}"
-            )
-            if line not in out:  # an environment inheriting the base's setting: once
-                out.append(line)
-    return out
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

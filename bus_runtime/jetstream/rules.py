@@ -610,6 +610,27 @@ def feature_problems(
     return out
 
 
+def feature_errors(
+    topology: Topology, server: Version, target: str = "the server runs"
+) -> list[str]:
+    """`FILE:LINE:COL: error: PATH: ...` for each setting of `topology` that nats-server
+    `server` lacks (`needs per-message TTL, which nats-server 2.11.0 brings; {target}
+    2.10.26`); `PATH: ...` for a topology without places (built in code)."""
+    out: list[str] = []
+    for s, c, fld, rule in feature_problems(topology, server):
+        asset: Stream | Consumer = s if c is None else c
+        path = f"streams.{s.name}" + (f".consumers.{c.name}" if c else "") + f".{fld}"
+        message = (
+            f"needs {rule.feature}, which nats-server {version_text(rule.since)} brings; "
+            f"{target} {version_text(server)}"
+        )
+        where = asset.where(fld)
+        out.append(
+            f"{where}: error: {path}: {message}" if where is not None else f"{path}: {message}"
+        )
+    return out
+
+
 def check_features(topology: Topology, server: Version) -> None:
     """Fail when the topology needs a feature the server lacks.
 

@@ -114,7 +114,7 @@ async def apply_plan(
 
     releasing = [g for g in groups.values() if releases(g)]
     others = [g for g in groups.values() if not releases(g)]
-    failures: list[tuple[Change, ReconcileError, bool]] = []  # (step, error, taken)
+    failures: list[tuple[Change, ReconcileError]] = []
     sem = asyncio.Semaphore(max(1, concurrency))
 
     async def run(group: list[Change]) -> None:
@@ -125,11 +125,8 @@ async def apply_plan(
                 t0 = time.perf_counter()
                 try:
                     await _apply_one(api, change, server)
-                except _NotStored as exc:
-                    failures.append((change, exc, True))
-                    return
                 except ReconcileError as exc:
-                    failures.append((change, exc, False))
+                    failures.append((change, exc))
                     return
                 step = AppliedStep(change, time.perf_counter() - t0)
                 result.steps.append(step)
@@ -140,12 +137,12 @@ async def apply_plan(
         if not failures:
             await asyncio.gather(*(run(g) for g in phase))
     if failures:
-        change, exc, taken = failures[0]
+        change, exc = failures[0]
         # counted once every running step ended: concurrent groups may finish after it
         done = f"{len(result.steps)} other step(s) done"
         what = (
             f"{change.action} taken by the server, but {exc} ({done})"
-            if taken
+            if isinstance(exc, _NotStored)  # the step was taken
             else f"{change.action} failed ({done}): {exc}"
         )
         error = ReconcileError(f"{change.kind} {change.name}: {what}", err_code=exc.err_code)

@@ -25,7 +25,7 @@ from ..jetstream.rules import (
     StreamState,
     Version,
     effective,
-    feature_problems,
+    feature_errors,
     needs_subjects,
     version_text,
 )
@@ -354,18 +354,7 @@ class _Planner:
 
     # -- what apply would fail on ----------------------------------------------------
     def errors(self, changes: list[Change], api: JetStreamApi) -> list[str]:
-        out: list[str] = []
-        for s, c, fld, rule in feature_problems(self.topology, self.server):
-            asset: Stream | Consumer = s if c is None else c
-            path = f"streams.{s.name}" + (f".consumers.{c.name}" if c else "") + f".{fld}"
-            out.append(
-                _at(
-                    asset.where(fld),
-                    path,
-                    f"needs {rule.feature}, which nats-server {version_text(rule.since)} "
-                    f"brings; the server runs {version_text(self.server)}",
-                )
-            )
+        out = feature_errors(self.topology, self.server)
         out += self._replica_errors()
         if not self.scoped:
             out += self._overlap_errors()

@@ -255,15 +255,9 @@ class StreamChecks(ConsumerChecks):
             # allow_msg_ttl and allow_rollup_hdrs on and deny_purge off, whatever was sent:
             # the topology must say so, or the plan never converges (and deny_purge would
             # be dropped without a word).
-            needs = [
-                f"`{k}: {'true' if want else 'false'}`"
-                for k, want in (
-                    ("allow_msg_ttl", True),
-                    ("allow_rollup_hdrs", True),
-                    ("deny_purge", False),
-                )
-                if bool(v[k]) is not want and (want or v[k] is not None)
-            ]
+            needs = [f"`{k}: true`" for k in ("allow_msg_ttl", "allow_rollup_hdrs") if not v[k]]
+            if v["deny_purge"]:
+                needs.append("`deny_purge: false`")
             if needs:
                 self.err(
                     self._where(ss.get("subject_delete_marker_ttl"), spath),
